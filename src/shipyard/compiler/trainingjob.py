@@ -1,0 +1,170 @@
+"""TrainingJob → PVCs + a headless Service + an Indexed Job.
+
+Why an Indexed Job with a pod failure policy: every replica gets a stable index (its node rank) and a stable
+DNS name (`NAME-INDEX.NAME`), and the first failed pod fails the whole Job. Kubernetes then stops the other
+pods and the TrainingJob controller restarts the gang as one — partial restarts of a DDP gang only hang.
+Pods terminated by a disruption (node drain, preemption, `shipyard down`) are ignored by the policy and
+recreated, which is not counted as a failure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from shipyard.resources import TrainingJob
+from shipyard.resources.quantity import parse_quantity
+
+from .common import (
+    COMPLETION_INDEX_ANNOTATION,
+    LOCAL_WORKDIR_ANNOTATION,
+    RESTART_LABEL,
+    container_security_context,
+    env_var,
+    field_env,
+    object_labels,
+    object_meta,
+    pod_security_context,
+    selector_labels,
+    volume_claim,
+)
+
+RENDEZVOUS_PORT = 29500
+CONTAINER_NAME = "trainer"
+SHM_VOLUME = "dshm"
+
+
+@dataclass(frozen=True)
+class TrainingJobContext:
+    """What the controller adds to the spec: which attempt this gang is."""
+
+    restart: int = 0
+
+
+def master_address(job: TrainingJob) -> str:
+    # Pod 0's hostname under the headless Service; resolvable before pods are ready (publishNotReadyAddresses).
+    return f"{job.metadata.name}-0.{job.metadata.name}"
+
+
+def _env(job: TrainingJob, ctx: TrainingJobContext) -> list[dict[str, Any]]:
+    spec = job.spec
+    index_ref = f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
+    platform = [
+        # torchrun reads PET_* by itself, so `torchrun train.py` needs no flags (as Kubeflow Trainer does).
+        env_var("PET_NNODES", str(spec.replicas)),
+        env_var("PET_NPROC_PER_NODE", str(spec.procs_per_replica)),
+        field_env("PET_NODE_RANK", index_ref),
+        env_var("PET_MASTER_ADDR", master_address(job)),
+        env_var("PET_MASTER_PORT", str(RENDEZVOUS_PORT)),
+        # For a plain `python train.py` entrypoint (one process per replica); torchrun overrides these.
+        env_var("MASTER_ADDR", master_address(job)),
+        env_var("MASTER_PORT", str(RENDEZVOUS_PORT)),
+        env_var("WORLD_SIZE", str(job.world_size)),
+        field_env("RANK", index_ref),
+        env_var("LOCAL_RANK", "0"),
+        env_var("SHIPYARD_JOB_NAME", job.metadata.name),
+        env_var("SHIPYARD_NAMESPACE", job.metadata.namespace),
+        field_env("SHIPYARD_REPLICA_INDEX", index_ref),
+        env_var("SHIPYARD_RESTART_COUNT", str(ctx.restart)),
+        # Logs (and progress lines) must reach the runtime as they are printed, not when a buffer fills.
+        env_var("PYTHONUNBUFFERED", "1"),
+    ]
+    if spec.resources.cpu is not None:
+        # One BLAS thread pool per core the replica was given, split among its processes: oversubscribed
+        # threads cost DDP on CPU several times its speed.
+        threads = max(1, math.floor(parse_quantity(spec.resources.cpu) / spec.procs_per_replica))
+        platform.append(env_var("OMP_NUM_THREADS", str(threads)))
+    user_names = {e.name for e in spec.env}
+    merged = [e for e in platform if e["name"] not in user_names]
+    merged += [env_var(e.name, e.value) for e in spec.env]
+    return merged
+
+
+def _resources(job: TrainingJob) -> dict[str, Any]:
+    amounts = job.spec.resources.as_dict()
+    if not amounts:
+        return {}
+    return {"limits": dict(sorted(amounts.items())), "requests": dict(sorted(amounts.items()))}
+
+
+def headless_service(job: TrainingJob) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(job, job.metadata.name),
+        "spec": {
+            "clusterIP": "None",
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "protocol": "TCP",
+                       "targetPort": RENDEZVOUS_PORT}],
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(job),
+        },
+    }
+
+
+def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
+    spec = job.spec
+    pod_labels = {**object_labels(job), RESTART_LABEL: str(ctx.restart)}
+    pod_annotations = {}
+    if LOCAL_WORKDIR_ANNOTATION in job.metadata.annotations:
+        pod_annotations[LOCAL_WORKDIR_ANNOTATION] = job.metadata.annotations[LOCAL_WORKDIR_ANNOTATION]
+    container: dict[str, Any] = {
+        "args": list(spec.args),
+        "command": list(spec.command),
+        "env": _env(job, ctx),
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "name": CONTAINER_NAME,
+        "ports": [{"containerPort": RENDEZVOUS_PORT, "name": "rendezvous", "protocol": "TCP"}],
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"mountPath": v.mount_path, "name": v.name} for v in spec.volumes]
+        + [{"mountPath": "/dev/shm", "name": SHM_VOLUME}],
+    }
+    if not container["args"]:
+        del container["args"]
+    resources = _resources(job)
+    if resources:
+        container["resources"] = resources
+    if spec.working_dir:
+        container["workingDir"] = spec.working_dir
+    pod_meta: dict[str, Any] = {"labels": dict(sorted(pod_labels.items()))}
+    if pod_annotations:
+        pod_meta["annotations"] = pod_annotations
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "completionMode": "Indexed",
+        "completions": spec.replicas,
+        "parallelism": spec.replicas,
+        "podFailurePolicy": {"rules": [
+            {"action": "Ignore", "onPodConditions": [{"status": "True", "type": "DisruptionTarget"}]},
+            {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},
+        ]},
+        "template": {
+            "metadata": pod_meta,
+            "spec": {
+                "containers": [container],
+                "restartPolicy": "Never",
+                "securityContext": pod_security_context(),
+                "subdomain": job.metadata.name,
+                "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
+                "volumes": [{"name": v.name, "persistentVolumeClaim": {"claimName": v.name}}
+                            for v in spec.volumes]
+                + [{"emptyDir": {"medium": "Memory"}, "name": SHM_VOLUME}],
+            },
+        },
+    }
+    if spec.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": object_meta(job, job.metadata.name, labels={**object_labels(job), RESTART_LABEL: str(ctx.restart)}),
+        "spec": job_spec,
+    }
+
+
+def compile_trainingjob(job: TrainingJob, ctx: TrainingJobContext | None = None) -> list[dict[str, Any]]:
+    ctx = ctx or TrainingJobContext()
+    claims = [volume_claim(job, v) for v in sorted(job.spec.volumes, key=lambda v: v.name)]
+    return [*claims, headless_service(job), indexed_job(job, ctx)]

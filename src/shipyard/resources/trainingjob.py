@@ -1,0 +1,172 @@
+"""Kind TrainingJob: a gang of replicas that rendezvous like torchrun expects and restart together.
+
+The spec says what to run and how to heal; the status is what the controller observed. Defaults that
+matter to users (maxRestarts=3, backoff) live here so that `get -o yaml` shows them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Model, Resource, Status, check_dns1123_label
+from .quantity import parse_quantity
+
+GPU_RESOURCE = "nvidia.com/gpu"
+RESOURCE_NAMES = ("cpu", "memory", GPU_RESOURCE)
+
+
+class EnvVar(Model):
+    name: str = Field(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str = ""
+
+
+class ResourceRequirements(Model):
+    """Per-replica requests, which are also the limits: a gang of training processes wants exactly this."""
+
+    model_config = Model.model_config | {"extra": "forbid"}
+
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int | None = Field(default=None, alias="nvidia.com/gpu", ge=0)
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _quantity(cls, v: object) -> object:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError("must be a Kubernetes quantity such as '2', '500m' or '4Gi'")
+        parse_quantity(v)
+        return str(v)
+
+    def as_dict(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self.cpu is not None:
+            out["cpu"] = self.cpu
+        if self.memory is not None:
+            out["memory"] = self.memory
+        if self.gpu:
+            out[GPU_RESOURCE] = str(self.gpu)
+        return out
+
+
+class Volume(Model):
+    """A named persistent volume of the project. Jobs and workspaces that name the same volume share it,
+    and it outlives them: deleting a job never deletes its data."""
+
+    name: str
+    mount_path: str
+    size: str = "10Gi"
+    # ReadWriteMany lets replicas on different nodes (and later workspaces) share the data; single-node
+    # clusters such as kind with local-path storage only offer ReadWriteOnce.
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = "ReadWriteMany"
+    storage_class_name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_dns1123_label(v, "volume name")
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, v: str) -> str:
+        if not v.startswith("/") or v == "/" or ".." in v.split("/"):
+            raise ValueError(f"mountPath {v!r} must be an absolute path below '/' without '..'")
+        return v.rstrip("/")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        if parse_quantity(v) <= 0:
+            raise ValueError("size must be positive")
+        return str(v)
+
+
+class TrainingJobSpec(Model):
+    replicas: int = Field(default=1, ge=1, le=1024)
+    procs_per_replica: int = Field(default=1, ge=1, le=64)
+    image: str = "ghcr.io/shipyard-dev/shipyard-workloads:0.1.0"
+    command: list[str] = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    working_dir: str | None = None
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    volumes: list[Volume] = Field(default_factory=list)
+    max_restarts: int = Field(default=3, ge=0, le=1000)
+    backoff_seconds: float = Field(default=5.0, ge=0, le=3600)
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    termination_grace_period_seconds: int = Field(default=30, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "TrainingJobSpec":
+        names = [v.name for v in self.volumes]
+        if len(names) != len(set(names)):
+            raise ValueError("volumes: each volume name may appear once")
+        paths = [v.mount_path for v in self.volumes]
+        if len(paths) != len(set(paths)):
+            raise ValueError("volumes: each mountPath may appear once")
+        env_names = [e.name for e in self.env]
+        if len(env_names) != len(set(env_names)):
+            raise ValueError("env: each variable may appear once")
+        return self
+
+
+TrainingJobPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed"]
+
+
+class ReplicaStatus(Model):
+    index: int
+    phase: str = "Pending"
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+class Progress(Model):
+    """The latest progress line rank 0 reported (see docs/contracts.md)."""
+
+    step: int | None = None
+    total_steps: int | None = None
+    loss: float | None = None
+    tokens_per_second: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    updated_at: datetime | None = None
+
+
+class TrainingJobStatus(Status):
+    phase: TrainingJobPhase = "Pending"
+    restarts: int = 0
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    last_restart_time: datetime | None = None
+    replica_statuses: list[ReplicaStatus] = Field(default_factory=list)
+    progress: Progress | None = None
+
+
+class TrainingJob(Resource):
+    KIND: ClassVar[str] = "TrainingJob"
+    PLURAL: ClassVar[str] = "trainingjobs"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("tj", "trainingjob")
+
+    kind: Literal["TrainingJob"] = "TrainingJob"
+    spec: TrainingJobSpec
+    status: TrainingJobStatus = Field(default_factory=TrainingJobStatus)
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> "TrainingJob":
+        # Pods are named NAME-INDEX and must stay valid DNS labels (63 characters) for rendezvous.
+        if len(self.metadata.name) > 52:
+            raise ValueError("metadata.name: a TrainingJob name may have at most 52 characters")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.spec.replicas * self.spec.procs_per_replica
+
+    @property
+    def finished(self) -> bool:
+        return self.status.phase in ("Succeeded", "Failed")
