@@ -143,6 +143,9 @@ class Resource(Model):
     KIND: ClassVar[str] = ""
     PLURAL: ClassVar[str] = ""
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+    # Kinds whose running children cannot follow a spec change (a Job's pod template is immutable) refuse
+    # spec updates instead of silently ignoring them.
+    SPEC_IMMUTABLE: ClassVar[bool] = False
 
     api_version: Literal["shipyard.dev/v1alpha1"] = API_VERSION
     kind: str

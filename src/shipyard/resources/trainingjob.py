@@ -151,6 +151,7 @@ class TrainingJob(Resource):
     KIND: ClassVar[str] = "TrainingJob"
     PLURAL: ClassVar[str] = "trainingjobs"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("tj", "trainingjob")
+    SPEC_IMMUTABLE: ClassVar[bool] = True
 
     kind: Literal["TrainingJob"] = "TrainingJob"
     spec: TrainingJobSpec

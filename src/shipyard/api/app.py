@@ -1,0 +1,72 @@
+"""The app factory: wires the store, the log source and the admin token hash into thin routers.
+
+Security posture: every route except /healthz sits behind the bearer-token dependency; the interactive docs
+and the OpenAPI document are off because they would be unauthenticated routes. Request bodies are capped
+before they are buffered. Access logging (uvicorn's) records the request line only, never headers, so the
+Authorization header never reaches a log.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shipyard.resources.manifest import MAX_TEXT_BYTES
+from shipyard.store import Store
+
+from . import errors
+from .auth import require_token
+from .logs import LogSource
+from .routers import resources, system
+
+MAX_BODY_BYTES = MAX_TEXT_BYTES  # as much as the CLI will read from files: 16 MiB
+BOOKMARK_SECONDS = 15.0
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, by Content-Length up front and by counting as the body arrives."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await errors.error_response(400, "invalid Content-Length header")(scope, receive, send)
+                return
+            if int(declared) > self.limit:
+                await errors.error_response(413, f"request body exceeds {self.limit >> 20} MiB")(
+                    scope, receive, send)
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise errors.BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def create_app(store: Store, logs: LogSource | None, admin_token_hash: str, version: str) -> FastAPI:
+    app = FastAPI(title="Shipyard", version=version, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+    app.state.logs = logs
+    app.state.version = version
+    # Tests shorten this; clients rely on a line at least this often to notice a dead connection.
+    app.state.bookmark_seconds = BOOKMARK_SECONDS
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
+    auth = [Depends(require_token(admin_token_hash))]
+    app.include_router(system.public)
+    app.include_router(system.router, dependencies=auth)
+    app.include_router(resources.router, dependencies=auth)
+    return app

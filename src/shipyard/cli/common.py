@@ -1,0 +1,142 @@
+"""What every verb shares: the one-line error type, the client, the project, references and manifest files.
+
+Manifests are read and validated here, before any request, so a bad file is reported as
+`FILE: document N: FIELD: problem` and nothing at all is sent to the control plane.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from shipyard.client import Client
+from shipyard.compiler.common import LOCAL_WORKDIR_ANNOTATION
+from shipyard.resources import Document, Resource, parse_yaml, resolve_kind
+from shipyard.resources.manifest import MAX_TEXT_BYTES
+
+DEFAULT_PROJECT = "default"
+
+ProjectOption = Annotated[Optional[str], typer.Option(
+    "--project", "-p", help="Project (namespace) to use; overrides the global --project.", show_default=False)]
+
+
+class CliError(Exception):
+    """A refusal the user can act on; printed as one `error: ...` line, exit code 1."""
+
+
+@dataclass
+class State:
+    project: str = DEFAULT_PROJECT
+
+
+def project_of(ctx: typer.Context, override: str | None) -> str:
+    if override:
+        return override
+    state = ctx.find_object(State)
+    return state.project if state else DEFAULT_PROJECT
+
+
+def make_client() -> Client:
+    return Client()
+
+
+def kind_of(word: str) -> type[Resource]:
+    try:
+        return resolve_kind(word)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+
+
+def split_ref(what: str, name: str | None) -> tuple[type[Resource], str | None]:
+    """`KIND NAME`, `KIND/NAME` or a bare `KIND`, as kubectl accepts them."""
+    if "/" in what:
+        kind, _, ref_name = what.partition("/")
+        if name is not None:
+            raise CliError(f"give either KIND/NAME or KIND NAME, not both ({what!r} and {name!r})")
+        if not ref_name:
+            raise CliError(f"{what!r} names no object; use KIND/NAME")
+        return kind_of(kind), ref_name
+    return kind_of(what), name
+
+
+# --- manifest files -------------------------------------------------------------------------------------
+
+def _read_limited(path: str) -> bytes:
+    limit_mb = MAX_TEXT_BYTES >> 20
+    if path == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        data = stream.read(MAX_TEXT_BYTES + 1) if stream is not None else sys.stdin.read().encode()
+        if len(data) > MAX_TEXT_BYTES:
+            raise CliError(f"-: standard input exceeds {limit_mb} MiB")
+        return data
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_TEXT_BYTES:
+                raise CliError(f"{path}: file is larger than {limit_mb} MiB")
+            data = f.read(MAX_TEXT_BYTES + 1)  # the size may lie (a FIFO, /proc): cap the read too
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise CliError(f"{path}: file is larger than {limit_mb} MiB")
+    return data
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files as given; directories become their *.yaml/*.yml files (sorted, not recursive); `-` is stdin."""
+    out: list[str] = []
+    for raw in paths:
+        if raw == "-":
+            out.append(raw)
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            try:
+                found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            except OSError as exc:
+                raise CliError(f"{raw}: cannot list directory: {exc.strerror or exc}") from None
+            if not found:
+                raise CliError(f"{raw}: directory has no *.yaml or *.yml files")
+            out.extend(str(p) for p in found)
+        elif not path.exists():
+            raise CliError(f"{raw}: no such file or directory")
+        else:
+            out.append(raw)
+    return out
+
+
+def _complete(doc: Document, project: str, workdir: str | None) -> None:
+    """Fill in what the user may leave out: the project, and (for the local runtime) the directory to run in.
+    Malformed shapes are left alone for validation to report with the right path."""
+    body = doc.body
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    if not isinstance(meta, dict):
+        return
+    if meta.get("namespace") is None:
+        meta["namespace"] = project
+    if workdir is not None:
+        if meta.get("annotations") is None:
+            meta["annotations"] = {}
+        if isinstance(meta["annotations"], dict):
+            meta["annotations"].setdefault(LOCAL_WORKDIR_ANNOTATION, workdir)
+
+
+def read_manifests(paths: list[str], project: str, local_workdir: bool) -> list[Document]:
+    """Parse every document of every path (ManifestError names file, document and field)."""
+    documents: list[Document] = []
+    for path in expand_paths(paths):
+        data = _read_limited(path)
+        docs = parse_yaml(data, path)
+        workdir = None
+        if local_workdir:
+            workdir = str(Path.cwd() if path == "-" else Path(path).resolve().parent)
+        for doc in docs:
+            _complete(doc, project, workdir)
+        documents.extend(docs)
+    if not documents:
+        raise CliError(f"no objects found in {', '.join(paths)}")
+    return documents

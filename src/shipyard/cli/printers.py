@@ -1,0 +1,201 @@
+"""Turning wire objects into what people read: kubectl-style tables, ages, YAML/JSON, `describe` sections.
+
+Table columns are data, keyed by kind: a new kind adds a row spec to COLUMNS, not printing code. Values are
+read from the wire form (camelCase dicts), so the columns name the same paths `-o yaml` shows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+import yaml
+
+Wire = dict[str, Any]
+
+
+def dig(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def age(value: Any, now: datetime | None = None) -> str:
+    """kubectl's short durations: 5s, 3m, 2h, 4d, 1y."""
+    ts = parse_time(value)
+    if ts is None:
+        return "-"
+    seconds = max(0, int(((now or datetime.now(timezone.utc)) - ts).total_seconds()))
+    for unit, size in (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def fmt(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value)
+
+
+# --- table specs ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    value: str | Callable[[Wire], Any]  # a dotted wire path, or a function of the object
+    wide: bool = False
+
+    def render(self, obj: Wire) -> str:
+        return fmt(dig(obj, self.value) if isinstance(self.value, str) else self.value(obj))
+
+
+def _replicas(obj: Wire) -> str:
+    running = sum(1 for r in dig(obj, "status.replicaStatuses") or [] if r.get("phase") == "Running")
+    return f"{running}/{fmt(dig(obj, 'spec.replicas'))}"
+
+
+def _progress(obj: Wire) -> str | None:
+    step, total = dig(obj, "status.progress.step"), dig(obj, "status.progress.totalSteps")
+    if step is None:
+        return None
+    return f"{step}/{total}" if total else str(step)
+
+
+def _rate(obj: Wire) -> str | None:
+    rate = dig(obj, "status.progress.tokensPerSecond")
+    return None if rate is None else f"{rate:,.0f}"
+
+
+NAME = Column("NAME", "metadata.name")
+AGE = Column("AGE", lambda o: age(dig(o, "metadata.creationTimestamp")))
+PROJECT = Column("PROJECT", "metadata.namespace")
+
+COLUMNS: dict[str, list[Column]] = {
+    "TrainingJob": [
+        NAME,
+        Column("PHASE", "status.phase"),
+        Column("REPLICAS", _replicas),
+        Column("RESTARTS", "status.restarts"),
+        Column("PROGRESS", _progress),
+        Column("LOSS", "status.progress.loss"),
+        AGE,
+        Column("TOKENS/S", _rate, wide=True),
+        Column("STARTED", lambda o: age(dig(o, "status.startTime")) if dig(o, "status.startTime") else None,
+               wide=True),
+    ],
+}
+DEFAULT_COLUMNS = [NAME, Column("PHASE", "status.phase"), AGE]
+
+
+def columns_for(kind: str, wide: bool, all_projects: bool) -> list[Column]:
+    cols = [c for c in COLUMNS.get(kind, DEFAULT_COLUMNS) if wide or not c.wide]
+    return [PROJECT, *cols] if wide or all_projects else cols
+
+
+def format_rows(rows: list[list[str]], widths: list[int] | None = None) -> list[str]:
+    """Left-aligned columns three spaces apart, as kubectl prints them (no boxes: output stays greppable)."""
+    if not rows:
+        return []
+    widths = widths or [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["   ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def table(columns: list[Column], objects: Iterable[Wire]) -> tuple[list[str], list[int]]:
+    rows = [[c.header for c in columns]] + [[c.render(o) for c in columns] for o in objects]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+    return format_rows(rows, widths), widths
+
+
+# --- structured output ----------------------------------------------------------------------------------
+
+def dump(data: Any, output: str) -> str:
+    if output == "json":
+        return json.dumps(data, indent=2) + "\n"
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def as_list(items: list[Wire]) -> Wire:
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def dump_documents(objects: list[Wire]) -> str:
+    return "---\n".join(yaml.safe_dump(o, sort_keys=False, default_flow_style=False) for o in objects)
+
+
+# --- describe -------------------------------------------------------------------------------------------
+
+def _pairs(mapping: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (mapping or {}).items()) or "<none>"
+
+
+def _when(value: Any) -> str:
+    return f"{value} ({age(value)} ago)" if parse_time(value) else fmt(value)
+
+
+def _title(key: str) -> str:
+    out = "".join(" " + ch if ch.isupper() else ch for ch in key)
+    return out[:1].upper() + out[1:]
+
+
+def _section(title: str, headers: list[str], rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return [f"{title}:  <none>"]
+    return [f"{title}:"] + ["  " + line for line in format_rows([headers, *rows])]
+
+
+def describe(obj: Wire, events: list[Wire]) -> str:
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    lines = [
+        f"Name:         {meta.get('name')}",
+        f"Kind:         {obj.get('kind')}",
+        f"Project:      {meta.get('namespace')}",
+        f"UID:          {fmt(meta.get('uid'))}",
+        f"Labels:       {_pairs(meta.get('labels'))}",
+        f"Annotations:  {_pairs(meta.get('annotations'))}",
+        f"Created:      {_when(meta.get('creationTimestamp'))}",
+    ]
+    if meta.get("deletionTimestamp"):
+        lines.append(f"Deleting:     since {_when(meta['deletionTimestamp'])}, finalizers {meta.get('finalizers')}")
+    lines.append("Spec:")
+    spec = {k: v for k, v in (obj.get("spec") or {}).items() if v not in ([], {}, None)}
+    lines += ["  " + line for line in yaml.safe_dump(spec, sort_keys=False).splitlines()]
+    lines.append("Status:")
+    special = {"conditions", "replicaStatuses", "progress"}
+    for key, value in status.items():
+        if key not in special and not isinstance(value, (dict, list)):
+            lines.append(f"  {_title(key) + ':':<20}{_when(value) if key.endswith('Time') else fmt(value)}")
+    progress = status.get("progress")
+    if progress:
+        shown = {k: v for k, v in progress.items() if k != "metrics"} | (progress.get("metrics") or {})
+        lines.append(f"  {'Progress:':<20}{', '.join(f'{k}={fmt(v)}' for k, v in shown.items())}")
+    lines += _section("Conditions", ["TYPE", "STATUS", "REASON", "MESSAGE", "LAST TRANSITION"], [
+        [fmt(c.get("type")), fmt(c.get("status")), fmt(c.get("reason")), fmt(c.get("message")),
+         age(c.get("lastTransitionTime")) + " ago" if c.get("lastTransitionTime") else "-"]
+        for c in status.get("conditions") or []])
+    if "replicaStatuses" in status:
+        lines += _section("Replicas", ["INDEX", "PHASE", "EXIT CODE", "REASON"], [
+            [fmt(r.get("index")), fmt(r.get("phase")), fmt(r.get("exitCode")), fmt(r.get("reason"))]
+            for r in status.get("replicaStatuses") or []])
+    lines += _section("Events", ["TYPE", "REASON", "AGE", "COUNT", "MESSAGE"], [
+        [fmt(e.get("type")), fmt(e.get("reason")), age(e.get("lastTimestamp")), f"x{e.get('count', 1)}",
+         fmt(e.get("message"))] for e in events])
+    return "\n".join(lines) + "\n"

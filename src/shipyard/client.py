@@ -1,0 +1,330 @@
+"""The Shipyard SDK: a typed HTTP client for the control plane, and the CLI's only road to it.
+
+Every failure surfaces as a ShipyardError whose str() is one line a person can act on: NotRunning when no
+control plane answers, ApiError with the server's `detail` when it refuses. Kinds are accepted the way a user
+types them ("tj", "trainingjobs", "TrainingJob") and results come back as the kind's pydantic model.
+
+Watches follow the Kubernetes contract: list, then watch from the list's resourceVersion; on 410 Gone relist
+and report the differences, so a consumer never misses the latest state of an object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+
+import shipyard.config as config
+from shipyard.resources import API_VERSION, ObjectMeta, Resource, kind_class, resolve_kind
+
+PREFIX = f"/apis/{API_VERSION}"
+WATCH_SECONDS = 1800  # one watch connection's lifetime; the client reconnects transparently
+
+
+class ShipyardError(Exception):
+    """Base of every client error; str() is a single line."""
+
+    def __str__(self) -> str:
+        return " ".join(super().__str__().split())
+
+
+class NotRunning(ShipyardError):
+    pass
+
+
+class ApiError(ShipyardError):
+    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None):
+        self.status, self.detail, self.errors = status, detail, errors or []
+        super().__init__(detail)
+
+    def __str__(self) -> str:
+        text = " ".join(self.detail.split())
+        if self.status == 401:
+            return f"{text} (HTTP 401; the token comes from SHIPYARD_TOKEN or SHIPYARD_HOME/admin-token)"
+        return f"{text} (HTTP {self.status})"
+
+
+class WaitTimeout(ShipyardError):
+    pass
+
+
+def _json_default(value: Any) -> Any:
+    # YAML turns unquoted dates into date objects; the server wants the text the user wrote.
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} values cannot be sent to the API")
+
+
+def _typed(data: dict[str, Any]) -> Resource:
+    return kind_class(data["kind"]).model_validate(data)
+
+
+def _kind(word: str) -> type[Resource]:
+    try:
+        return resolve_kind(word)
+    except KeyError as exc:
+        raise ShipyardError(exc.args[0]) from None
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, home: Path | None = None,
+                 timeout: float = 30.0):
+        p = config.paths(home)
+        self.url = (url or os.environ.get("SHIPYARD_API_URL") or self._daemon_url(p.daemon_info) or "").rstrip("/")
+        if not self.url:
+            raise NotRunning("no Shipyard control plane is running (start one with `shipyard up`)")
+        token = token or os.environ.get("SHIPYARD_TOKEN") or self._read_token(p.admin_token)
+        self.timeout = timeout
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, trust_env=False)
+
+    @staticmethod
+    def _daemon_url(path: Path) -> str | None:
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        url = info.get("url") if isinstance(info, dict) else None
+        return url if isinstance(url, str) and url else None
+
+    @staticmethod
+    def _read_token(path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    # --- plumbing ---------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _transport_error(self, exc: httpx.HTTPError) -> ShipyardError:
+        if isinstance(exc, httpx.ConnectError):
+            return NotRunning(f"cannot reach the Shipyard control plane at {self.url} ({exc}); "
+                              "start one with `shipyard up`")
+        if isinstance(exc, httpx.TimeoutException):
+            return ShipyardError(f"the control plane at {self.url} did not answer in time ({type(exc).__name__})")
+        return ShipyardError(f"lost the connection to the control plane at {self.url} ({exc or type(exc).__name__})")
+
+    @staticmethod
+    def _raise_for(resp: httpx.Response) -> None:
+        if resp.status_code < 400:
+            return
+        if not resp.is_closed:
+            resp.read()
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if not isinstance(detail, str):
+            detail = resp.text.strip()[:200] or resp.reason_phrase or "error"
+        errors = body.get("errors") if isinstance(body, dict) else None
+        raise ApiError(resp.status_code, detail, errors if isinstance(errors, list) else None)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        self._raise_for(resp)
+        try:
+            return resp.json()
+        except ValueError:
+            raise ShipyardError(f"the control plane answered {method} {path} with invalid JSON") from None
+
+    @staticmethod
+    def _collection(cls: type[Resource], namespace: str | None) -> str:
+        return f"{PREFIX}/namespaces/{namespace}/{cls.PLURAL}" if namespace else f"{PREFIX}/{cls.PLURAL}"
+
+    def _object(self, kind: str, name: str, namespace: str) -> str:
+        return f"{self._collection(_kind(kind), namespace)}/{name}"
+
+    # --- API --------------------------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        try:
+            return self._http.get("/healthz", timeout=min(self.timeout, 5.0)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def version(self) -> dict[str, Any]:
+        return self._request("GET", "/version")  # type: ignore[no-any-return]
+
+    def apply(self, items: list[tuple[str, int, dict[str, Any]]], dry_run: bool = False) -> list[dict[str, Any]]:
+        """Create or update all objects atomically; `items` are (source, document index, object)."""
+        body = {"items": [{"source": s, "document": d, "object": o} for s, d, o in items], "dryRun": dry_run}
+        content = json.dumps(body, default=_json_default, separators=(",", ":"))
+        result = self._request("POST", f"{PREFIX}/apply", content=content,
+                               headers={"Content-Type": "application/json"})
+        return list(result.get("items", []))
+
+    def get(self, kind: str, name: str, namespace: str = "default") -> Resource:
+        return _typed(self._request("GET", self._object(kind, name, namespace)))
+
+    def list_with_version(self, kind: str, namespace: str | None = "default",
+                          name: str | None = None) -> tuple[list[Resource], str]:
+        """The objects and the resourceVersion to watch from so that no later change is missed."""
+        params = {"fieldSelector": f"metadata.name={name}"} if name else None
+        data = self._request("GET", self._collection(_kind(kind), namespace), params=params)
+        return [_typed(item) for item in data.get("items", [])], str(data["metadata"]["resourceVersion"])
+
+    def list(self, kind: str, namespace: str | None = "default") -> list[Resource]:
+        return self.list_with_version(kind, namespace)[0]
+
+    def delete(self, kind: str, name: str, namespace: str = "default") -> Resource:
+        return _typed(self._request("DELETE", self._object(kind, name, namespace)))
+
+    def events(self, kind: str, name: str, namespace: str = "default") -> list[dict[str, Any]]:
+        return list(self._request("GET", self._object(kind, name, namespace) + "/events").get("items", []))
+
+    def logs(self, kind: str, name: str, namespace: str = "default", replica: int = 0, follow: bool = False,
+             tail_lines: int | None = None) -> Iterator[str]:
+        params: dict[str, Any] = {"replica": replica, "follow": str(follow).lower()}
+        if tail_lines is not None:
+            params["tailLines"] = tail_lines
+        timeout = httpx.Timeout(self.timeout, read=None if follow else self.timeout)
+        try:
+            with self._http.stream("GET", self._object(kind, name, namespace) + "/log", params=params,
+                                   timeout=timeout) as resp:
+                self._raise_for(resp)
+                yield from resp.iter_lines()
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+
+    # --- watch and wait ---------------------------------------------------------------------------------
+
+    def _stream_events(self, cls: type[Resource], namespace: str | None, name: str | None, since: str,
+                       seconds: int) -> Iterator[dict[str, Any]]:
+        """One watch connection's events (BOOKMARK and ERROR included), until the server ends it."""
+        params: dict[str, Any] = {"watch": "true", "resourceVersion": since, "timeoutSeconds": seconds}
+        if name:
+            params["fieldSelector"] = f"metadata.name={name}"
+        timeout = httpx.Timeout(self.timeout, read=None)
+        with self._http.stream("GET", self._collection(cls, namespace), params=params, timeout=timeout) as resp:
+            self._raise_for(resp)
+            for line in resp.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
+    def watch(self, kind: str, namespace: str | None = "default", name: str | None = None,
+              resource_version: str | None = None, initial: bool = False,
+              timeout: float | None = None) -> Iterator[tuple[str, Resource]]:
+        """Yield (ADDED|MODIFIED|DELETED, object) for every change after `resource_version` (or after a first
+        list; with `initial`, listed objects come first as ADDED). Ends only after `timeout` seconds, if any."""
+        return self._watch(kind, namespace, name, resource_version, initial, timeout, [])
+
+    def _watch(self, kind: str, namespace: str | None, name: str | None, resource_version: str | None,
+               initial: bool, timeout: float | None, seed: list[Resource]) -> Iterator[tuple[str, Resource]]:
+        cls = _kind(kind)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # What this watcher has seen, so that a relist after 410 Gone can report what changed meanwhile.
+        known = {(o.metadata.namespace, o.metadata.name): o.metadata.resource_version or "" for o in seed}
+
+        def relist(first: bool) -> Iterator[tuple[str, Resource]]:
+            nonlocal since
+            objects, since = self.list_with_version(kind, namespace, name)
+            current = {(o.metadata.namespace, o.metadata.name): o for o in objects}
+            for key, obj in current.items():
+                previous = known.get(key)
+                known[key] = obj.metadata.resource_version or ""
+                if first and not initial:
+                    continue
+                if previous is None:
+                    yield "ADDED", obj
+                elif previous != known[key]:
+                    yield "MODIFIED", obj
+            for key in [k for k in known if k not in current]:
+                gone = known.pop(key)
+                # Deleted while we were not watching: only the identity is known.
+                yield "DELETED", cls.model_construct(
+                    metadata=ObjectMeta(namespace=key[0], name=key[1], resource_version=gone or None))
+
+        since = resource_version or ""
+        if not since:
+            yield from relist(True)
+        reconnect_budget = 3
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            seconds = WATCH_SECONDS if left is None else max(1, min(WATCH_SECONDS, int(left + 0.999)))
+            expired = False
+            try:
+                for event in self._stream_events(cls, namespace, name, since, seconds):
+                    reconnect_budget = 3
+                    kind_ = event.get("type")
+                    obj = event.get("object") or {}
+                    if kind_ == "BOOKMARK":
+                        since = str(obj.get("metadata", {}).get("resourceVersion", since))
+                        continue
+                    if kind_ == "ERROR":
+                        if obj.get("code") == 410:
+                            expired = True
+                            break
+                        raise ApiError(int(obj.get("code") or 500), str(obj.get("message") or "watch failed"))
+                    resource = _typed(obj)
+                    since = resource.metadata.resource_version or since
+                    key = (resource.metadata.namespace, resource.metadata.name)
+                    if kind_ == "DELETED":
+                        known.pop(key, None)
+                    else:
+                        known[key] = since
+                    yield str(kind_), resource
+            except ApiError as exc:
+                if exc.status != 410:
+                    raise
+                expired = True
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise self._transport_error(exc) from None
+            except httpx.HTTPError as exc:
+                # A dropped stream (daemon restart, proxy timeout): resume from the last version seen.
+                reconnect_budget -= 1
+                if reconnect_budget <= 0:
+                    raise self._transport_error(exc) from None
+            if expired:
+                yield from relist(False)
+
+    def wait(self, kind: str, name: str, namespace: str = "default", *, until: Callable[[Resource], bool],
+             timeout: float | None = None) -> Resource:
+        """Return the object as soon as `until(object)` holds; WaitTimeout after `timeout` seconds."""
+        obj = self.get(kind, name, namespace)
+        if until(obj):
+            return obj
+        for type_, obj in self._watch(kind, namespace, name, obj.metadata.resource_version, False, timeout, [obj]):
+            if type_ == "DELETED":
+                raise ShipyardError(f"{obj.ref} was deleted while waiting for it")
+            if until(obj):
+                return obj
+        raise WaitTimeout(f"timed out after {timeout:g}s waiting for {_kind(kind).KIND.lower()}/{name}")
+
+    def wait_deleted(self, kind: str, name: str, namespace: str = "default", *,
+                     resource_version: str | None = None, timeout: float | None = None) -> None:
+        """Return once the object is gone (finalizers done); pass the version a delete returned to avoid a
+        race with a deletion that completes before the watch starts."""
+        objects: list[Resource] = []
+        if resource_version is None:
+            objects, resource_version = self.list_with_version(kind, namespace, name)
+            if not objects:
+                return
+        else:
+            cls = _kind(kind)
+            objects = [cls.model_construct(metadata=ObjectMeta(namespace=namespace, name=name))]
+        for type_, _ in self._watch(kind, namespace, name, resource_version, False, timeout, objects):
+            if type_ == "DELETED":
+                return
+        raise WaitTimeout(f"timed out after {timeout:g}s waiting for {_kind(kind).KIND.lower()}/{name} "
+                          "to be deleted")
+

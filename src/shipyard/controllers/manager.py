@@ -1,0 +1,107 @@
+"""Runs controllers: turns store changes, runtime changes and a periodic resync into reconciles.
+
+Why level-triggered: a reconcile never trusts the event that caused it; it reads current state. So a lost
+notification, a crash or a restart only delays convergence, and the resync repairs anything missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from shipyard.runtime.protocol import OwnerKey, Runtime
+from shipyard.store.protocol import Store, WatchEvent
+
+from .clock import Clock, SystemClock
+from .workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ObjectKey:
+    kind: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Result:
+    requeue_after: float | None = None
+
+
+class Controller(Protocol):
+    kind: str
+
+    def reconcile(self, key: ObjectKey) -> Result: ...
+
+
+class Manager:
+    def __init__(self, store: Store, runtime: Runtime, controllers: list[Controller], clock: Clock | None = None,
+                 workers: int = 2, resync_seconds: float = 30.0):
+        self._store = store
+        self._controllers = {c.kind: c for c in controllers}
+        self._clock = clock or SystemClock()
+        self.queue: WorkQueue[ObjectKey] = WorkQueue(self._clock)
+        self._workers = workers
+        self._resync_seconds = resync_seconds
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        store.subscribe(self._on_store_change)
+        runtime.subscribe(self._on_runtime_change)
+
+    def _on_store_change(self, event: WatchEvent) -> None:
+        kind = event.object["kind"]
+        if kind in self._controllers:
+            meta = event.object["metadata"]
+            self.queue.add(ObjectKey(kind, meta["namespace"], meta["name"]))
+
+    def _on_runtime_change(self, owner: OwnerKey) -> None:
+        if owner.kind in self._controllers:
+            self.queue.add(ObjectKey(owner.kind, owner.namespace, owner.name))
+
+    def enqueue_all(self) -> None:
+        for kind in self._controllers:
+            for resource in self._store.list(kind):
+                self.queue.add(ObjectKey(kind, resource.metadata.namespace, resource.metadata.name))
+
+    def process_one(self, timeout: float | None = None) -> bool:
+        key = self.queue.get(timeout)
+        if key is None:
+            return False
+        try:
+            result = self._controllers[key.kind].reconcile(key)
+        except Exception:  # noqa: BLE001 - a failing reconcile is retried, never fatal to the daemon
+            log.exception("reconcile of %s %s/%s failed; retrying", key.kind, key.namespace, key.name)
+            result = Result(requeue_after=2.0)
+        finally:
+            self.queue.done(key)
+        if result.requeue_after is not None:
+            self.queue.add_after(key, result.requeue_after)
+        return True
+
+    def start(self) -> None:
+        self.enqueue_all()
+        for i in range(self._workers):
+            thread = threading.Thread(target=self._work, name=f"controller-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        resync = threading.Thread(target=self._resync, name="resync", daemon=True)
+        resync.start()
+        self._threads.append(resync)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self.process_one(timeout=1.0)
+
+    def _resync(self) -> None:
+        while not self._stop.wait(self._resync_seconds):
+            self.enqueue_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.shutdown()
+        for thread in self._threads:
+            thread.join(timeout=10)

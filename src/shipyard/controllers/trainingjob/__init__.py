@@ -1,0 +1,3 @@
+from .controller import FINALIZER, TrainingJobController
+
+__all__ = ["FINALIZER", "TrainingJobController"]

@@ -1,0 +1,233 @@
+"""The TrainingJob controller: keeps one gang (an Indexed Job) running per attempt and heals it.
+
+Reconcile is ordered like KubeRay's: read the resource, make sure its finalizer and children are right
+(creating, correcting drift, deleting a failed attempt), derive the new status from what the runtime
+reports, then write status once, only if it changed. The failed attempt's restart count is written
+*before* its Job is deleted, so a crash between the two can neither lose nor double-count a restart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from shipyard.compiler import compile_resource
+from shipyard.compiler.common import KIND_LABEL, NAME_LABEL, RESTART_LABEL
+from shipyard.resources import Condition, TrainingJob, set_condition
+from shipyard.resources.trainingjob import Progress
+from shipyard.runtime.protocol import LogReader, Runtime
+from shipyard.store.protocol import Conflict, NotFound, Store
+
+from ..clock import Clock, SystemClock
+from ..manager import ObjectKey, Result
+from . import restart_policy
+from .progress import last_progress
+from .replicas import failure_summary, newest_pods, replica_statuses
+
+FINALIZER = "shipyard.dev/cleanup"
+PROGRESS_TAIL_BYTES = 64 * 1024
+RUNNING_RESYNC = 2.0  # how fresh progress and replica state are while a job runs
+WAITING_RESYNC = 0.25
+
+
+class TrainingJobController:
+    kind = "TrainingJob"
+
+    def __init__(self, store: Store, runtime: Runtime, clock: Clock | None = None):
+        self._store = store
+        self._runtime = runtime
+        self._clock = clock or SystemClock()
+
+    # --- entry point ---------------------------------------------------------------------------------
+
+    def reconcile(self, key: ObjectKey) -> Result:
+        job = self._store.get(self.kind, key.namespace, key.name)
+        if job is None:
+            self._delete_children(key.namespace, key.name)
+            return Result()
+        assert isinstance(job, TrainingJob)
+        if job.metadata.deletion_timestamp is not None:
+            return self._finalize(job)
+        if FINALIZER not in job.metadata.finalizers:
+            job.metadata.finalizers.append(FINALIZER)
+            job = self._store.update_metadata(job)  # type: ignore[assignment]
+        try:
+            return self._reconcile_live(job)
+        except Conflict:
+            return Result(requeue_after=0)  # someone wrote in between: read again
+
+    # --- steps ---------------------------------------------------------------------------------------
+
+    def _reconcile_live(self, job: TrainingJob) -> Result:
+        now = self._clock.now()
+        status = job.status.model_copy(deep=True)
+        status.observed_generation = job.metadata.generation
+        if job.finished:
+            return self._after_finish(job, now)
+
+        ns, name = job.metadata.namespace, job.metadata.name
+        desired = compile_resource(job, restart=status.restarts)
+        for obj in desired:
+            if obj["kind"] != "Job":
+                self._runtime.apply(obj)  # idempotent: corrects drift in the Service and claims
+        native = self._runtime.get("Job", ns, name)
+        requeue: float | None = RUNNING_RESYNC
+
+        if native is not None and _label(native, RESTART_LABEL) != str(status.restarts):
+            # A previous attempt's gang (status already counts its failure): remove it before the next.
+            if not native["metadata"].get("deletionTimestamp"):
+                self._runtime.delete("Job", ns, name)
+            requeue = WAITING_RESYNC
+        elif native is None:
+            wait = restart_policy.backoff_remaining(status.last_restart_time, job.spec.backoff_seconds, now)
+            if status.phase == "Restarting" and wait > 0:
+                requeue = wait
+            else:
+                job_obj = next(o for o in desired if o["kind"] == "Job")
+                self._runtime.apply(job_obj)
+                self._event(job, "Normal", "Created",
+                            f"created gang of {job.spec.replicas} replica(s), attempt {status.restarts + 1}")
+                if status.phase != "Restarting":
+                    status.phase = "Pending"
+                requeue = WAITING_RESYNC
+        elif native["metadata"].get("deletionTimestamp"):
+            requeue = WAITING_RESYNC
+        else:
+            requeue = self._observe(job, status, native, now)
+
+        deadline = job.spec.active_deadline_seconds
+        if (deadline and status.start_time and status.phase not in ("Succeeded", "Failed")
+                and now >= status.start_time + timedelta(seconds=deadline)):
+            self._fail(job, status, now, "DeadlineExceeded",
+                       f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
+            self._runtime.delete("Job", ns, name)
+        self._write_status(job, status)
+        return Result(requeue_after=requeue)
+
+    def _observe(self, job: TrainingJob, status: Any, native: dict[str, Any], now: datetime) -> float | None:
+        ns, name = job.metadata.namespace, job.metadata.name
+        pods = self._runtime.list("Pod", ns, {KIND_LABEL: "trainingjob", NAME_LABEL: name,
+                                               RESTART_LABEL: str(status.restarts)})
+        status.replica_statuses = replica_statuses(job.spec.replicas, pods)
+        self._read_progress(job, status, pods, now)
+        conditions = {c["type"]: c for c in native.get("status", {}).get("conditions", []) if c["status"] == "True"}
+
+        if "Failed" in conditions:
+            summary = failure_summary(status.replica_statuses)
+            decision = restart_policy.decide(status.restarts, job.spec.max_restarts,
+                                             conditions["Failed"].get("reason", ""), summary)
+            if decision.restart:
+                status.restarts += 1
+                status.phase = "Restarting"
+                status.last_restart_time = now
+                status.conditions = set_condition(status.conditions, Condition(
+                    type="Running", status="False", reason=decision.reason, message=decision.message), now)
+                self._event(job, "Warning", "Restarting", decision.message)
+                # Deleting the failed attempt happens on the next pass, after this status is stored.
+                return 0
+            self._fail(job, status, now, decision.reason, decision.message)
+            return None
+
+        if "Complete" in conditions:
+            status.phase = "Succeeded"
+            status.completion_time = now
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Running", status="False", reason="Completed", message="all replicas completed"), now)
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Succeeded", status="True", reason="Completed",
+                message=f"all {job.spec.replicas} replica(s) exited with code 0"), now)
+            self._event(job, "Normal", "Succeeded", f"all {job.spec.replicas} replica(s) completed")
+            return None
+
+        unscheduled = [r for r in status.replica_statuses if r.reason == "Unschedulable"]
+        if unscheduled:
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Scheduled", status="False", reason="Unschedulable", message=unscheduled[0].message or ""), now)
+            if status.phase != "Restarting":
+                status.phase = "Pending"
+            self._event(job, "Warning", "Unschedulable", unscheduled[0].message or "does not fit")
+            return 5.0
+        running = [r for r in status.replica_statuses if r.phase == "Running"]
+        if len(running) == job.spec.replicas and status.phase != "Running":
+            status.phase = "Running"
+            status.start_time = status.start_time or now
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Scheduled", status="True", reason="Scheduled", message="all replicas placed"), now)
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Running", status="True", reason="AllReplicasRunning",
+                message=f"{job.spec.replicas} replica(s) running, attempt {status.restarts + 1}"), now)
+            self._event(job, "Normal", "Running", f"all {job.spec.replicas} replica(s) running")
+        return RUNNING_RESYNC if running else WAITING_RESYNC
+
+    def _read_progress(self, job: TrainingJob, status: Any, pods: list[dict[str, Any]], now: datetime) -> None:
+        if not isinstance(self._runtime, LogReader):
+            return
+        rank0 = newest_pods(pods).get(0)
+        if rank0 is None:
+            return
+        tail = b"".join(self._runtime.read_log(job.metadata.namespace, rank0["metadata"]["name"],
+                                               tail_bytes=PROGRESS_TAIL_BYTES))
+        parsed = last_progress(tail.decode("utf-8", errors="replace"))
+        if parsed is None:
+            return
+        previous = status.progress
+        progress = Progress(step=parsed.get("step"), total_steps=parsed.get("total_steps"), loss=parsed.get("loss"),
+                            tokens_per_second=parsed.get("tokens_per_second"), metrics=parsed["metrics"],
+                            updated_at=previous.updated_at if previous else None)
+        if previous is None or progress.model_copy(update={"updated_at": None}) != \
+                previous.model_copy(update={"updated_at": None}):
+            progress.updated_at = now
+        status.progress = progress
+
+    def _fail(self, job: TrainingJob, status: Any, now: datetime, reason: str, message: str) -> None:
+        status.phase = "Failed"
+        status.completion_time = now
+        status.conditions = set_condition(status.conditions, Condition(
+            type="Running", status="False", reason=reason, message=message), now)
+        status.conditions = set_condition(status.conditions, Condition(
+            type="Failed", status="True", reason=reason, message=message), now)
+        self._event(job, "Warning", "Failed", message)
+
+    def _after_finish(self, job: TrainingJob, now: datetime) -> Result:
+        ttl = job.spec.ttl_seconds_after_finished
+        if ttl is None or job.status.completion_time is None:
+            return Result()
+        expires = job.status.completion_time + timedelta(seconds=ttl)
+        if now >= expires:
+            self._store.delete(self.kind, job.metadata.namespace, job.metadata.name)
+            return Result()
+        return Result(requeue_after=(expires - now).total_seconds())
+
+    def _finalize(self, job: TrainingJob) -> Result:
+        if not self._delete_children(job.metadata.namespace, job.metadata.name):
+            return Result(requeue_after=WAITING_RESYNC)
+        if FINALIZER in job.metadata.finalizers:
+            job.metadata.finalizers.remove(FINALIZER)
+            try:
+                self._store.update_metadata(job)
+            except (Conflict, NotFound):
+                return Result(requeue_after=0)
+        return Result()
+
+    def _delete_children(self, namespace: str, name: str) -> bool:
+        """Delete the Job and Service (never the volumes: data outlives jobs). True once they are gone."""
+        native = self._runtime.get("Job", namespace, name)
+        if native is not None:
+            self._runtime.delete("Job", namespace, name)
+        if self._runtime.get("Service", namespace, name) is not None:
+            self._runtime.delete("Service", namespace, name)
+        return self._runtime.get("Job", namespace, name) is None
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def _write_status(self, job: TrainingJob, status: Any) -> None:
+        if status.to_wire() == job.status.to_wire():
+            return
+        self._store.update_status(job.model_copy(update={"status": status}))
+
+    def _event(self, job: TrainingJob, type_: str, reason: str, message: str) -> None:
+        self._store.record_event(job, type_, reason, message)  # type: ignore[arg-type]
+
+
+def _label(obj: dict[str, Any], key: str) -> str | None:
+    return obj["metadata"].get("labels", {}).get(key)

@@ -1,0 +1,4 @@
+"""The embedded local runtime: runs compiled Jobs, Services and PVCs as processes on this machine.
+
+See docs/local-runtime.md for every adaptation it makes to Kubernetes semantics.
+"""

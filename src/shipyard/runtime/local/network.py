@@ -1,0 +1,129 @@
+"""Local networking: one loopback address for every pod, so ports are remapped and names resolve to 127.0.0.1.
+
+On a cluster each pod has its own IP and can listen on its declared containerPort; here all pods share
+127.0.0.1, so each declared containerPort gets a free host port, and the pod learns it through its env.
+The rules, applied to env values after `$(VAR)` and fieldRef expansion (documented in docs/local-runtime.md):
+
+1. A value that is exactly a DNS name of a Service in the namespace, or of a pod under a headless Service
+   (`HOST.SUBDOMAIN`, optionally followed by `.NS`, `.NS.svc`, `.NS.svc.cluster.local`), becomes 127.0.0.1.
+   A bare Service name (no dot) counts only in a variable named `*ADDR`, `*HOST`, `*HOSTNAME` or `*ENDPOINT`.
+2. A variable `<P>PORT` whose value is a port number, beside a variable `<P>ADDR` or `<P>HOST` that named a
+   pod, becomes that pod's host port for that containerPort (so PET_MASTER_ADDR/PET_MASTER_PORT and
+   MASTER_ADDR/MASTER_PORT point at replica 0's rendezvous port).
+3. Any other `PORT` or `*_PORT` variable whose value is one of the pod's own containerPorts becomes its
+   host port (a server told to listen on $PORT listens where the runtime expects).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+_VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+_ADDRESS_SUFFIXES = ("ADDR", "HOST", "HOSTNAME", "ENDPOINT")
+_FIELD_REF = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+
+
+@dataclass
+class PodAddress:
+    """What the network knows about one pod: its DNS identity and its containerPort → host port map."""
+
+    namespace: str
+    hostname: str
+    subdomain: str | None
+    host_ports: dict[int, int] = field(default_factory=dict)
+
+    def names(self) -> set[str]:
+        if not self.subdomain:
+            return set()
+        return _qualified(f"{self.hostname}.{self.subdomain}", self.namespace)
+
+
+def _qualified(base: str, namespace: str) -> set[str]:
+    return {base, f"{base}.{namespace}", f"{base}.{namespace}.svc", f"{base}.{namespace}.svc.cluster.local"}
+
+
+def free_port(reserved: set[int]) -> int:
+    """A currently free loopback TCP port, never one already handed out by this runtime."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+        if port not in reserved:
+            reserved.add(port)
+            return port
+    raise RuntimeError("no free loopback port")
+
+
+def field_value(pod: dict[str, Any], path: str) -> str:
+    meta = pod["metadata"]
+    simple = {
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta["namespace"],
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": "localhost",
+        "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
+        "status.podIP": LOOPBACK,
+        "status.hostIP": LOOPBACK,
+    }
+    if path in simple:
+        return simple[path]
+    match = _FIELD_REF.match(path)
+    if match:
+        return (meta.get(match.group(1)) or {}).get(match.group(2), "")
+    raise ValueError(f"fieldRef {path!r} is not supported by the local runtime")
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion: defined variables are substituted, `$$` escapes, unknown refs stay."""
+    def repl(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+    return _VAR_REF.sub(repl, value)
+
+
+def resolve_env(pod: dict[str, Any], container: dict[str, Any], me: PodAddress,
+                peers: list[PodAddress], service_names: set[str]) -> dict[str, str]:
+    """The container's env as the process will see it, with the rules in the module docstring applied."""
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "valueFrom" in item:
+            ref = item["valueFrom"].get("fieldRef")
+            if ref is None:
+                raise ValueError(f"env {item['name']}: only fieldRef is supported by the local runtime")
+            env[item["name"]] = field_value(pod, ref["fieldPath"])
+        else:
+            env[item["name"]] = expand(item.get("value", ""), env)
+
+    by_name: dict[str, PodAddress] = {}
+    for peer in [me, *peers]:
+        for name in peer.names():
+            by_name[name] = peer
+    named_targets: dict[str, PodAddress | None] = {}
+    for key, value in list(env.items()):
+        # A bare single-label name is also an ordinary word (a job is named like its Service), so it is
+        # only taken for a host where the variable says it holds one.
+        if "." not in value and not key.endswith(_ADDRESS_SUFFIXES):
+            continue
+        if value in by_name:
+            named_targets[key] = by_name[value]
+            env[key] = LOOPBACK
+        elif value in service_names:
+            named_targets[key] = None
+            env[key] = LOOPBACK
+    for key, value in list(env.items()):
+        if not (key == "PORT" or key.endswith("_PORT")) or not value.isdigit():
+            continue
+        prefix = key[: -len("PORT")]
+        target = named_targets.get(prefix + "ADDR") or named_targets.get(prefix + "HOST")
+        port = int(value)
+        if target is not None and port in target.host_ports:
+            env[key] = str(target.host_ports[port])
+        elif port in me.host_ports and prefix + "ADDR" not in named_targets and prefix + "HOST" not in named_targets:
+            env[key] = str(me.host_ports[port])
+    return env

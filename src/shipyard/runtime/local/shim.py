@@ -1,0 +1,140 @@
+"""The per-pod supervisor (what conmon or containerd-shim are to a container).
+
+Why it exists: the daemon may be killed (even with SIGKILL) while workloads run; they must keep running
+and their exit codes must not be lost, so the daemon can re-adopt them on restart. The shim is started in
+its own session, outlives the daemon, records the exit code atomically in the pod directory, and makes sure
+no process of the pod survives its main process: it becomes a child subreaper, so descendants that escape
+into new sessions (torchrun starts its workers that way) are still its to find and kill.
+
+It must stay tiny and import only the standard library: it starts once per pod, on the critical path.
+Usage: python -m shipyard.runtime.local.shim POD_DIR   (POD_DIR/launch.json describes what to run)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def write_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def descendants(root: int) -> list[int]:
+    """All live descendants of `root`, from /proc (children before grandchildren)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+    out: list[int] = []
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for child in parents.get(pid, []):
+            out.append(child)
+            frontier.append(child)
+    return out
+
+
+def signal_all(sig: int) -> None:
+    for pid in descendants(os.getpid()):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def main(pod_dir: Path) -> int:
+    launch = json.loads((pod_dir / "launch.json").read_text())
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: descendants that escape to new sessions are then found by the runtime's env scan
+    grace = float(launch.get("gracePeriodSeconds", 30))
+    terminating = threading.Event()
+
+    def on_term(_signum: int, _frame: object) -> None:
+        # Forward once; after the grace period everything left is killed, as the kubelet does.
+        if terminating.is_set():
+            return
+        terminating.set()
+        signal_all(signal.SIGTERM)
+        killer = threading.Timer(grace, signal_all, args=(signal.SIGKILL,))
+        killer.daemon = True
+        killer.start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    log = open(launch["logPath"], "ab", buffering=0)
+    try:
+        child = subprocess.Popen(
+            launch["argv"], env=launch["env"], cwd=launch["cwd"], stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, process_group=0,
+        )
+    except OSError as exc:
+        log.write(f"shipyard: cannot start {launch['argv'][0]!r}: {exc.strerror or exc}\n".encode())
+        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        write_atomic(pod_dir / "exit.json", {"exitCode": code, "reason": "StartError",
+                                             "message": f"cannot start {launch['argv'][0]!r}: {exc.strerror or exc}",
+                                             "finishedAt": time.time()})
+        return 0
+    write_atomic(pod_dir / "started.json", {"pid": child.pid, "startedAt": time.time()})
+    if terminating.is_set():  # SIGTERM arrived while starting
+        signal_all(signal.SIGTERM)
+    while True:
+        try:
+            status = child.wait()
+            break
+        except InterruptedError:
+            continue
+    # The main process is gone: like a container whose init exits, nothing of the pod may linger.
+    signal_all(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)  # reap re-parented orphans
+        except ChildProcessError:
+            break
+        if pid == 0:
+            if not descendants(os.getpid()):
+                break
+            time.sleep(0.01)
+    code = status if status >= 0 else 128 - status
+    result = {"exitCode": code, "finishedAt": time.time()}
+    if status < 0:
+        result["signal"] = -status
+        result["reason"] = "Signaled"
+        result["message"] = f"terminated by signal {signal.Signals(-status).name}"
+    elif terminating.is_set():
+        result["reason"] = "Terminated"
+    else:
+        result["reason"] = "Completed" if code == 0 else "Error"
+    write_atomic(pod_dir / "exit.json", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))

@@ -1,0 +1,46 @@
+"""Local volumes: a PersistentVolumeClaim is a directory under SHIPYARD_HOME/volumes/NS/NAME.
+
+No bind mounts (they need privileges most users do not have), so the mount path is substituted instead:
+wherever a container's command, args, env values or workingDir mention a volume's mountPath as a path
+(`/ckpt` or `/ckpt/run1`, also inside `--dir=/ckpt/x`), the runtime writes the volume's directory in its
+place, and exports SHIPYARD_VOLUME_<NAME> too. A path a program builds from a constant inside its own code
+is not seen: pass volume paths by flag or env, which is the contract (docs/contracts.md).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+
+def claim_dir(root: Path, namespace: str, claim: str) -> Path:
+    return root / namespace / claim
+
+
+def mount_map(pod: dict[str, Any], container: dict[str, Any], volumes_root: Path, pod_dir: Path) -> dict[str, Path]:
+    """mountPath → local directory for every mount the local runtime substitutes."""
+    sources = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    out: dict[str, Path] = {}
+    for mount in container.get("volumeMounts", []):
+        volume = sources.get(mount["name"])
+        if volume is None:
+            continue
+        if "persistentVolumeClaim" in volume:
+            path = claim_dir(volumes_root, pod["metadata"]["namespace"], volume["persistentVolumeClaim"]["claimName"])
+        elif "emptyDir" in volume:
+            if mount["mountPath"] == "/dev/shm":
+                continue  # the machine's own shared memory serves the same purpose
+            path = pod_dir / "emptydir" / mount["name"]
+        else:
+            raise ValueError(f"volume {mount['name']}: only persistentVolumeClaim and emptyDir are supported locally")
+        path.mkdir(parents=True, exist_ok=True)
+        out[mount["mountPath"].rstrip("/") or "/"] = path
+    return out
+
+
+def substitute(text: str, mounts: dict[str, Path]) -> str:
+    for mount_path in sorted(mounts, key=len, reverse=True):
+        pattern = r"(?<![\w.\-/])" + re.escape(mount_path) + r"(?=/|$|[^\w.\-])"
+        text = re.sub(pattern, lambda _m, p=str(mounts[mount_path]): p, text)
+    return text

@@ -1,0 +1,44 @@
+"""The Runtime protocol: how controllers run native Kubernetes objects without knowing where.
+
+A small core (apply / get / list / delete / subscribe) that maps one-to-one onto a Kubernetes API server,
+plus optional capabilities a runtime may lack (Kueue's pattern): a runtime that cannot stream logs simply
+does not implement LogReader. Objects are plain dicts in Kubernetes wire form, exactly what the compiler
+emits; `status` is filled in by the runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+
+NativeObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OwnerKey:
+    """Identifies the Shipyard resource that (transitively) owns a changed native object."""
+
+    kind: str
+    namespace: str
+    name: str
+
+
+class Runtime(Protocol):
+    def apply(self, obj: NativeObject) -> NativeObject:
+        """Create or update to match `obj` (declarative, idempotent); returns the object with its status."""
+
+    def get(self, kind: str, namespace: str, name: str) -> NativeObject | None: ...
+
+    def list(self, kind: str, namespace: str, labels: dict[str, str] | None = None) -> list[NativeObject]: ...
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Begin graceful deletion; the object stays visible (with deletionTimestamp) until it is gone."""
+
+    def subscribe(self, callback: Callable[[OwnerKey], None]) -> None:
+        """Call back whenever an object owned by a Shipyard resource changes (a watch, in effect)."""
+
+
+@runtime_checkable
+class LogReader(Protocol):
+    def read_log(self, namespace: str, pod: str, follow: bool = False,
+                 tail_bytes: int | None = None) -> Iterator[bytes]: ...

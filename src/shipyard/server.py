@@ -1,0 +1,142 @@
+"""The composition root: the only place that picks a store and a runtime and starts everything.
+
+`python -m shipyard.server` (what `shipyard up` runs) serves the API, runs the controllers over the SQLite
+store, and runs workloads on the local runtime. A lock file makes one daemon per SHIPYARD_HOME; the kernel
+drops it when the process dies, even by SIGKILL, so a crashed daemon never blocks the next `shipyard up`.
+SIGTERM (`shipyard down`) stops workloads gracefully; SIGKILL leaves them running, to be re-adopted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import IO, Iterator
+
+import uvicorn
+
+from shipyard.api.app import create_app
+from shipyard.api.auth import hash_token, load_or_create_admin_token
+from shipyard.compiler.common import KIND_LABEL, NAME_LABEL
+from shipyard.config import Paths, ensure_home, paths
+from shipyard.controllers.manager import Manager
+from shipyard.controllers.trainingjob import TrainingJobController
+from shipyard.controllers.trainingjob.replicas import newest_pods
+from shipyard.resources import Resource
+from shipyard.runtime.local.runtime import LocalRuntime
+from shipyard.store import NotFound
+from shipyard.store.sqlite import SQLiteStore
+
+log = logging.getLogger("shipyard.server")
+TAIL_WINDOW_BYTES = 1 << 20
+
+
+class RuntimeLogs:
+    """Serves `shipyard logs KIND/NAME --replica N` from the newest pod of that replica."""
+
+    def __init__(self, runtime: LocalRuntime):
+        self._runtime = runtime
+
+    def stream(self, resource: Resource, replica: int, follow: bool, tail_lines: int | None) -> Iterator[bytes]:
+        ns, name = resource.metadata.namespace, resource.metadata.name
+        pods = self._runtime.list("Pod", ns, {KIND_LABEL: resource.kind.lower(), NAME_LABEL: name})
+        pod = newest_pods(pods).get(replica)
+        if pod is None:
+            raise NotFound(f"{resource.ref} has no replica {replica} running or finished yet")
+        pod_name = pod["metadata"]["name"]
+        if tail_lines is None:
+            return self._runtime.read_log(ns, pod_name, follow=follow)
+        return self._tail(ns, pod_name, follow, tail_lines)
+
+    def _tail(self, ns: str, pod: str, follow: bool, lines: int) -> Iterator[bytes]:
+        path = self._runtime.log_path(ns, pod)
+        size = path.stat().st_size if path.exists() else 0
+        window = b"".join(self._runtime.read_log(ns, pod, tail_bytes=TAIL_WINDOW_BYTES))
+        kept = window.splitlines(keepends=True)[-lines:] if lines > 0 else []
+        yield b"".join(kept)
+        if follow:
+            # Continue from where the window ended; read_log with tail_bytes counts from the end.
+            for chunk in self._runtime.read_log(ns, pod, follow=True, tail_bytes=None):
+                if size > 0:
+                    skip = min(size, len(chunk))
+                    chunk, size = chunk[skip:], size - skip
+                if chunk:
+                    yield chunk
+
+
+def acquire_lock(p: Paths) -> IO[str]:
+    handle = open(p.daemon_lock, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"error: another Shipyard daemon is running for {p.home}") from None
+    return handle
+
+
+def write_daemon_info(p: Paths, url: str) -> None:
+    tmp = p.daemon_info.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "url": url, "started": time.time()}))
+    os.replace(tmp, p.daemon_info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shipyard-server", description="Shipyard's embedded control plane")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SHIPYARD_PORT", "7433")))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    p = paths()
+    ensure_home(p)
+    lock = acquire_lock(p)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        raise SystemExit(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    sock.listen(128)
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host}:{port}"
+
+    store = SQLiteStore(p.database)
+    runtime = LocalRuntime(p.runtime, p.volumes, p.logs)
+    manager = Manager(store, runtime, [TrainingJobController(store, runtime)])
+    token = load_or_create_admin_token(p.admin_token)
+    app = create_app(store, RuntimeLogs(runtime), hash_token(token), package_version("shipyard"))
+
+    runtime.start()
+    manager.start()
+    write_daemon_info(p, url)
+    log.info("Shipyard %s listening on %s (home %s)", package_version("shipyard"), url, p.home)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+    # uvicorn re-raises the signal that stopped it once it has shut down, restoring the handler it found
+    # first; a no-op handler here makes that re-raise harmless, so the cleanup below always runs.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        log.info("shutting down: stopping controllers and workloads")
+        manager.stop()
+        runtime.stop(stop_pods=True)
+        store.close()
+        try:
+            if json.loads(p.daemon_info.read_text()).get("pid") == os.getpid():
+                p.daemon_info.unlink()
+        except (OSError, ValueError):
+            pass
+        lock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The Store protocol: what controllers and the API may ask of storage, and nothing more.
+
+Modelled on the Kubernetes API server's contract (resourceVersion for optimistic concurrency, watch from a
+version, finalizers that delay deletion) so the same controllers run over SQLite locally and over custom
+resources on a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Literal, Protocol
+
+from shipyard.resources import Resource
+
+
+class StoreError(Exception):
+    """Base class; `status` is the HTTP status the API answers with."""
+
+    status = 500
+
+
+class NotFound(StoreError):
+    status = 404
+
+
+class Conflict(StoreError):
+    status = 409
+
+
+class Invalid(StoreError):
+    status = 422
+
+
+class Gone(StoreError):
+    """A watch asked for history that is no longer kept: relist and watch from the new version."""
+
+    status = 410
+
+
+WatchType = Literal["ADDED", "MODIFIED", "DELETED"]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: WatchType
+    resource_version: int
+    object: dict[str, Any]  # wire form, so that watchers never share a mutable model with the store
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    resource: Resource
+    action: Literal["created", "configured", "unchanged"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes-style event about an object: what a controller did or saw, for `describe`."""
+
+    kind: str
+    namespace: str
+    name: str
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+    count: int
+    first_timestamp: datetime
+    last_timestamp: datetime
+
+
+class Store(Protocol):
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None: ...
+
+    def list(self, kind: str | None = None, namespace: str | None = None) -> list[Resource]: ...
+
+    def apply(self, resources: list[Resource]) -> list[ApplyResult]:
+        """Create or update the user-owned parts (labels, annotations, spec) of all, atomically."""
+
+    def update_status(self, resource: Resource) -> Resource:
+        """Write status; Conflict if resource.metadata.resourceVersion is stale."""
+
+    def update_metadata(self, resource: Resource) -> Resource:
+        """Write controller-owned metadata (finalizers); completes a pending deletion when none remain."""
+
+    def delete(self, kind: str, namespace: str, name: str) -> Resource | None:
+        """Delete, or mark for deletion while finalizers remain. Returns the object, None if absent."""
+
+    def current_version(self) -> int: ...
+
+    def watch(self, since: int, timeout: float) -> list[WatchEvent]:
+        """Changes after version `since`, waiting up to `timeout` seconds for the first; Gone if too old."""
+
+    def subscribe(self, callback: Callable[[WatchEvent], None]) -> None: ...
+
+    def record_event(self, resource: Resource, type_: Literal["Normal", "Warning"], reason: str,
+                     message: str) -> None: ...
+
+    def list_events(self, kind: str, namespace: str, name: str) -> list[Event]: ...

@@ -1,0 +1,317 @@
+"""SQLite store (SQLAlchemy, WAL): the embedded control plane's source of truth.
+
+Objects are kept whole as JSON with their version columns beside them; one global, persisted
+resourceVersion counter orders every change, as etcd's revision does, so watchers can resume. Watch history
+is kept in memory only (a restart compacts it: watchers get Gone and relist, exactly as with Kubernetes).
+All writes are serialised by one lock: the daemon is the only writer, and SQLite would serialise anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import deque
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+from sqlalchemy import (
+    Column, Integer, MetaData, String, Table, Text, create_engine, delete, event, insert, select, update,
+)
+from sqlalchemy.engine import Connection
+
+from shipyard.resources import Resource, kind_class
+from shipyard.resources.base import utcnow
+
+from .protocol import ApplyResult, Conflict, Event, Gone, Invalid, NotFound, WatchEvent
+
+metadata = MetaData()
+objects = Table(
+    "objects", metadata,
+    Column("kind", String, primary_key=True),
+    Column("namespace", String, primary_key=True),
+    Column("name", String, primary_key=True),
+    Column("uid", String, nullable=False, unique=True),
+    Column("resource_version", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+)
+counters = Table(
+    "counters", metadata,
+    Column("name", String, primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uid", String, index=True, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("namespace", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("type", String, nullable=False),
+    Column("reason", String, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("first_timestamp", String, nullable=False),
+    Column("last_timestamp", String, nullable=False),
+)
+
+WATCH_HISTORY = 10_000
+MAX_EVENTS_PER_OBJECT = 200
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).isoformat()
+
+
+class SQLiteStore:
+    def __init__(self, path: Path | str):
+        url = "sqlite://" if str(path) == ":memory:" else f"sqlite:///{path}"
+        self._engine = create_engine(url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(self._engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash (kill -9)
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+        metadata.create_all(self._engine)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._history: deque[WatchEvent] = deque(maxlen=WATCH_HISTORY)
+        self._subscribers: list[Callable[[WatchEvent], None]] = []
+        with self._engine.begin() as conn:
+            self._version = self._read_version(conn)
+        # Versions at or below this happened before this process started: their history is not kept.
+        self._compacted = self._version
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(objects.c.body).where(
+                objects.c.kind == kind, objects.c.namespace == namespace, objects.c.name == name)).first()
+        return self._load(row[0]) if row else None
+
+    def list(self, kind: str | None = None, namespace: str | None = None) -> list[Resource]:
+        query = select(objects.c.body).order_by(objects.c.kind, objects.c.namespace, objects.c.name)
+        if kind:
+            query = query.where(objects.c.kind == kind)
+        if namespace:
+            query = query.where(objects.c.namespace == namespace)
+        with self._engine.connect() as conn:
+            return [self._load(row[0]) for row in conn.execute(query)]
+
+    def current_version(self) -> int:
+        return self._version
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    def apply(self, resources: list[Resource]) -> list[ApplyResult]:
+        results: list[ApplyResult] = []
+        pending: list[WatchEvent] = []
+        with self._transaction() as conn:
+            for incoming in resources:
+                existing = self._get_locked(conn, *incoming.key)
+                if existing is None:
+                    created = self._new_object(conn, incoming)
+                    pending.append(WatchEvent("ADDED", int(created.metadata.resource_version or 0),
+                                              created.to_wire()))
+                    results.append(ApplyResult(created, "created"))
+                    continue
+                if existing.metadata.deletion_timestamp is not None:
+                    raise Conflict(f"{existing.ref} is being deleted; apply it again once it is gone")
+                spec_changed = existing.spec != incoming.spec  # type: ignore[attr-defined]
+                if spec_changed and type(existing).SPEC_IMMUTABLE:
+                    raise Invalid(f"{existing.ref}: spec is immutable for {existing.kind}; "
+                                  f"delete it and apply again to change it")
+                meta_changed = (existing.metadata.labels != incoming.metadata.labels
+                                or existing.metadata.annotations != incoming.metadata.annotations)
+                if not spec_changed and not meta_changed:
+                    results.append(ApplyResult(existing, "unchanged"))
+                    continue
+                updated = existing.model_copy(deep=True, update={"spec": incoming.spec})  # type: ignore[attr-defined]
+                updated.metadata.labels = dict(incoming.metadata.labels)
+                updated.metadata.annotations = dict(incoming.metadata.annotations)
+                if spec_changed:
+                    updated.metadata.generation = (existing.metadata.generation or 1) + 1
+                stored = self._write(conn, updated)
+                pending.append(WatchEvent("MODIFIED", int(stored.metadata.resource_version or 0), stored.to_wire()))
+                results.append(ApplyResult(stored, "configured"))
+            self._publish_locked(pending)
+        self._notify(pending)
+        return results
+
+    def update_status(self, resource: Resource) -> Resource:
+        return self._update(resource, lambda current: current.model_copy(
+            update={"status": resource.status}))  # type: ignore[attr-defined]
+
+    def update_metadata(self, resource: Resource) -> Resource:
+        def merge(current: Resource) -> Resource:
+            copy = current.model_copy(deep=True)
+            copy.metadata.finalizers = list(resource.metadata.finalizers)
+            return copy
+        return self._update(resource, merge)
+
+    def delete(self, kind: str, namespace: str, name: str) -> Resource | None:
+        pending: list[WatchEvent] = []
+        with self._transaction() as conn:
+            current = self._get_locked(conn, kind, namespace, name)
+            if current is None:
+                return None
+            if current.metadata.finalizers:
+                if current.metadata.deletion_timestamp is None:
+                    current.metadata.deletion_timestamp = utcnow()
+                    current = self._write(conn, current)
+                    pending.append(WatchEvent("MODIFIED", int(current.metadata.resource_version or 0),
+                                              current.to_wire()))
+            else:
+                pending.append(self._remove(conn, current))
+            self._publish_locked(pending)
+        self._notify(pending)
+        return current
+
+    # --- watch ---------------------------------------------------------------------------------------
+
+    def watch(self, since: int, timeout: float) -> list[WatchEvent]:
+        with self._changed:
+            if since < self._compacted or (self._history and since < self._history[0].resource_version - 1):
+                raise Gone(f"resourceVersion {since} is too old; list again and watch from the version returned")
+            self._changed.wait_for(lambda: self._version > since, timeout=timeout)
+            return [e for e in self._history if e.resource_version > since]
+
+    def subscribe(self, callback: Callable[[WatchEvent], None]) -> None:
+        self._subscribers.append(callback)
+
+    # --- events --------------------------------------------------------------------------------------
+
+    def record_event(self, resource: Resource, type_: Literal["Normal", "Warning"], reason: str,
+                     message: str) -> None:
+        uid = resource.metadata.uid or ""
+        now = _iso(utcnow())
+        with self._transaction() as conn:
+            last = conn.execute(select(events.c.id, events.c.reason, events.c.message, events.c.count)
+                                .where(events.c.uid == uid).order_by(events.c.id.desc()).limit(1)).first()
+            # Like Kubernetes' event correlator: a repeat of the latest event bumps its count.
+            if last and last.reason == reason and last.message == message:
+                conn.execute(update(events).where(events.c.id == last.id)
+                             .values(count=last.count + 1, last_timestamp=now))
+                return
+            conn.execute(insert(events).values(
+                uid=uid, kind=resource.kind, namespace=resource.metadata.namespace, name=resource.metadata.name,
+                type=type_, reason=reason, message=message, count=1, first_timestamp=now, last_timestamp=now))
+            stale = select(events.c.id).where(events.c.uid == uid).order_by(events.c.id.desc()) \
+                .offset(MAX_EVENTS_PER_OBJECT)
+            conn.execute(delete(events).where(events.c.id.in_(stale)))
+
+    def list_events(self, kind: str, namespace: str, name: str) -> list[Event]:
+        current = self.get(kind, namespace, name)
+        if current is None:
+            return []
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(events).where(events.c.uid == current.metadata.uid)
+                                .order_by(events.c.id)).all()
+        return [Event(kind=r.kind, namespace=r.namespace, name=r.name, type=r.type, reason=r.reason,
+                      message=r.message, count=r.count, first_timestamp=datetime.fromisoformat(r.first_timestamp),
+                      last_timestamp=datetime.fromisoformat(r.last_timestamp)) for r in rows]
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # --- internals -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _load(body: str) -> Resource:
+        data = json.loads(body)
+        return kind_class(data["kind"]).model_validate(data)
+
+    def _get_locked(self, conn: Connection, kind: str, namespace: str, name: str) -> Resource | None:
+        row = conn.execute(select(objects.c.body).where(
+            objects.c.kind == kind, objects.c.namespace == namespace, objects.c.name == name)).first()
+        return self._load(row[0]) if row else None
+
+    @staticmethod
+    def _read_version(conn: Connection) -> int:
+        row = conn.execute(select(counters.c.value).where(counters.c.name == "resourceVersion")).first()
+        if row is None:
+            conn.execute(insert(counters).values(name="resourceVersion", value=0))
+            return 0
+        return int(row[0])
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._lock:
+            saved = self._version
+            try:
+                with self._engine.begin() as conn:
+                    yield conn
+            except BaseException:
+                self._version = saved  # the counter row rolled back with the transaction
+                raise
+
+    def _next_version(self, conn: Connection) -> int:
+        self._version += 1
+        conn.execute(update(counters).where(counters.c.name == "resourceVersion").values(value=self._version))
+        return self._version
+
+    def _new_object(self, conn: Connection, incoming: Resource) -> Resource:
+        obj = incoming.model_copy(deep=True)
+        obj.metadata.uid = str(uuid.uuid4())
+        obj.metadata.generation = 1
+        obj.metadata.creation_timestamp = utcnow()
+        obj.metadata.deletion_timestamp = None
+        obj.metadata.finalizers = []
+        obj.metadata.resource_version = str(self._next_version(conn))
+        obj = obj.model_copy(update={"status": type(obj.status)()})  # type: ignore[attr-defined]
+        conn.execute(insert(objects).values(
+            kind=obj.kind, namespace=obj.metadata.namespace, name=obj.metadata.name, uid=obj.metadata.uid,
+            resource_version=int(obj.metadata.resource_version), body=json.dumps(obj.to_wire())))
+        return obj
+
+    def _write(self, conn: Connection, obj: Resource) -> Resource:
+        obj.metadata.resource_version = str(self._next_version(conn))
+        conn.execute(update(objects).where(
+            objects.c.kind == obj.kind, objects.c.namespace == obj.metadata.namespace,
+            objects.c.name == obj.metadata.name,
+        ).values(resource_version=int(obj.metadata.resource_version), body=json.dumps(obj.to_wire())))
+        return obj
+
+    def _remove(self, conn: Connection, obj: Resource) -> WatchEvent:
+        conn.execute(delete(objects).where(objects.c.kind == obj.kind, objects.c.namespace == obj.metadata.namespace,
+                                           objects.c.name == obj.metadata.name))
+        conn.execute(delete(events).where(events.c.uid == obj.metadata.uid))
+        version = self._next_version(conn)
+        return WatchEvent("DELETED", version, obj.to_wire())
+
+    def _update(self, resource: Resource, merge: Callable[[Resource], Resource]) -> Resource:
+        pending: list[WatchEvent] = []
+        with self._transaction() as conn:
+            current = self._get_locked(conn, *resource.key)
+            if current is None:
+                raise NotFound(f"{resource.ref} not found")
+            if resource.metadata.resource_version != current.metadata.resource_version:
+                raise Conflict(f"{resource.ref} was modified (resourceVersion {resource.metadata.resource_version}"
+                               f" is not {current.metadata.resource_version}); read it again")
+            merged = merge(current)
+            if merged.metadata.deletion_timestamp is not None and not merged.metadata.finalizers:
+                pending.append(self._remove(conn, merged))
+                result = merged
+            else:
+                result = self._write(conn, merged)
+                pending.append(WatchEvent("MODIFIED", int(result.metadata.resource_version or 0), result.to_wire()))
+            self._publish_locked(pending)
+        self._notify(pending)
+        return result
+
+    def _publish_locked(self, pending: list[WatchEvent]) -> None:
+        if pending:
+            self._history.extend(pending)
+            self._changed.notify_all()
+
+    def _notify(self, pending: list[WatchEvent]) -> None:
+        for ev in pending:
+            for callback in self._subscribers:
+                callback(ev)
