@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         log.info("shutting down: stopping controllers and workloads")
         manager.stop()
+        log.info("controllers stopped")
         runtime.stop(stop_pods=True)
+        log.info("workloads stopped")
         store.close()
         try:
             if json.loads(p.daemon_info.read_text()).get("pid") == os.getpid():

@@ -101,3 +101,18 @@ def test_events_are_correlated(store):
     store.record_event(r.resource, "Normal", "Running", "ok")
     events = store.list_events("TrainingJob", "default", "a")
     assert [(e.reason, e.count) for e in events] == [("Unschedulable", 2), ("Running", 1)]
+
+
+def test_close_releases_blocked_watchers(tmp_path):
+    s = SQLiteStore(tmp_path / "db")
+    returned = threading.Event()
+
+    def watcher():
+        s.watch(s.current_version(), timeout=60)
+        returned.set()
+
+    t = threading.Thread(target=watcher)
+    t.start()
+    s.close()
+    assert returned.wait(10)  # well before the 60 s timeout
+    t.join()

@@ -182,11 +182,11 @@ def describe(obj: Wire, events: list[Wire]) -> str:
     special = {"conditions", "replicaStatuses", "progress"}
     for key, value in status.items():
         if key not in special and not isinstance(value, (dict, list)):
-            lines.append(f"  {_title(key) + ':':<20}{_when(value) if key.endswith('Time') else fmt(value)}")
+            lines.append(f"  {_title(key) + ':':<21}{_when(value) if key.endswith('Time') else fmt(value)}")
     progress = status.get("progress")
     if progress:
         shown = {k: v for k, v in progress.items() if k != "metrics"} | (progress.get("metrics") or {})
-        lines.append(f"  {'Progress:':<20}{', '.join(f'{k}={fmt(v)}' for k, v in shown.items())}")
+        lines.append(f"  {'Progress:':<21}{', '.join(f'{k}={fmt(v)}' for k, v in shown.items())}")
     lines += _section("Conditions", ["TYPE", "STATUS", "REASON", "MESSAGE", "LAST TRANSITION"], [
         [fmt(c.get("type")), fmt(c.get("status")), fmt(c.get("reason")), fmt(c.get("message")),
          age(c.get("lastTransitionTime")) + " ago" if c.get("lastTransitionTime") else "-"]

@@ -78,8 +78,11 @@ class _Live:
 
 
 class _Plain:
+    """One line per phase change, and one per tenth of the steps, so logs show progress without noise."""
+
     def __init__(self, console: Console, kind: str):
         self.console, self.kind = console, kind.lower()
+        self.reported: dict[Key, int] = {}
 
     def __enter__(self) -> "_Plain":
         return self
@@ -89,9 +92,15 @@ class _Plain:
 
     def update(self, key: Key, obj: Resource, previous: str | None) -> None:
         f = _fields(obj)
+        extra = f" (restarts {f['restarts']})" if f["restarts"] else ""
         if f["phase"] != previous:
-            extra = f" (restarts {f['restarts']})" if f["restarts"] else ""
             self.console.print(f"{self.kind}/{key[1]} {f['phase']}{extra}", highlight=False, soft_wrap=True)
+        if f["step"] is not None and f["total"] and f["phase"] == "Running":
+            tenth = int(10 * f["step"] / f["total"])
+            if tenth > self.reported.get(key, 0):
+                self.reported[key] = tenth
+                self.console.print(f"{self.kind}/{key[1]} step {f['steps']} loss {f['loss']} {f['rate']} tok/s{extra}",
+                                   highlight=False, soft_wrap=True)
 
 
 def follow(client: Client, kind: str, keys: Iterable[Key], timeout: float | None, console: Console) -> None:

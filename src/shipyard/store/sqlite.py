@@ -83,6 +83,7 @@ class SQLiteStore:
         self._changed = threading.Condition(self._lock)
         self._history: deque[WatchEvent] = deque(maxlen=WATCH_HISTORY)
         self._subscribers: list[Callable[[WatchEvent], None]] = []
+        self._closed = False
         with self._engine.begin() as conn:
             self._version = self._read_version(conn)
         # Versions at or below this happened before this process started: their history is not kept.
@@ -180,7 +181,7 @@ class SQLiteStore:
         with self._changed:
             if since < self._compacted or (self._history and since < self._history[0].resource_version - 1):
                 raise Gone(f"resourceVersion {since} is too old; list again and watch from the version returned")
-            self._changed.wait_for(lambda: self._version > since, timeout=timeout)
+            self._changed.wait_for(lambda: self._version > since or self._closed, timeout=timeout)
             return [e for e in self._history if e.resource_version > since]
 
     def subscribe(self, callback: Callable[[WatchEvent], None]) -> None:
@@ -219,6 +220,9 @@ class SQLiteStore:
                       last_timestamp=datetime.fromisoformat(r.last_timestamp)) for r in rows]
 
     def close(self) -> None:
+        with self._changed:
+            self._closed = True  # releases blocked watchers now rather than at their timeout
+            self._changed.notify_all()
         self._engine.dispose()
 
     # --- internals -----------------------------------------------------------------------------------
