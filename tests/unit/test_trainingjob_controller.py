@@ -129,10 +129,23 @@ def test_drift_is_corrected(world):
     store.apply([make_job()])
     ctl.reconcile(KEY)
     runtime.objects.pop(("Service", "default", "llm"))
-    runtime.objects[("PersistentVolumeClaim", "default", "ckpt")]["spec"]["resources"]["requests"]["storage"] = "1Gi"
+    runtime.objects.pop(("PersistentVolumeClaim", "default", "ckpt"))
     ctl.reconcile(KEY)
     assert runtime.get("Service", "default", "llm") is not None
-    assert runtime.get("PersistentVolumeClaim", "default", "ckpt")["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert runtime.get("PersistentVolumeClaim", "default", "ckpt") is not None
+    runtime.objects[("Service", "default", "llm")]["spec"]["ports"] = []
+    ctl.reconcile(KEY)
+    assert runtime.get("Service", "default", "llm")["spec"]["ports"][0]["port"] == 29500
+
+
+def test_shared_volume_is_not_resized_by_another_job(world):
+    store, runtime, clock, ctl = world
+    store.apply([make_job()])
+    ctl.reconcile(KEY)
+    # Another job created the project's volume with another size first: ours must not fight over it.
+    runtime.objects[("PersistentVolumeClaim", "default", "ckpt")]["spec"]["resources"]["requests"]["storage"] = "1Ti"
+    ctl.reconcile(KEY)
+    assert runtime.get("PersistentVolumeClaim", "default", "ckpt")["spec"]["resources"]["requests"]["storage"] == "1Ti"
 
 
 def test_lost_job_is_recreated(world):

@@ -68,8 +68,13 @@ class TrainingJobController:
         ns, name = job.metadata.namespace, job.metadata.name
         desired = compile_resource(job, restart=status.restarts)
         for obj in desired:
-            if obj["kind"] != "Job":
-                self._runtime.apply(obj)  # idempotent: corrects drift in the Service and claims
+            if obj["kind"] == "PersistentVolumeClaim":
+                # A volume belongs to the project, shared by every job that names it: create it if missing,
+                # but never "correct" another job's size or storage class (two jobs would fight forever).
+                if self._runtime.get(obj["kind"], ns, obj["metadata"]["name"]) is None:
+                    self._runtime.apply(obj)
+            elif obj["kind"] != "Job":
+                self._runtime.apply(obj)  # idempotent: corrects drift in the Service
         native = self._runtime.get("Job", ns, name)
         requeue: float | None = RUNNING_RESYNC
 
