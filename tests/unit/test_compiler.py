@@ -19,7 +19,7 @@ KUBERNETES_VERSIONS = ["1.30", "1.37"]
 
 def example_resources():
     out = []
-    for path in sorted((ROOT / "examples").glob("*.yaml")):
+    for path in sorted((ROOT / "examples").rglob("*.yaml")):
         for res in load_resources(parse_yaml(path.read_text(), str(path))):
             out.append((path.stem, res))
     return out
