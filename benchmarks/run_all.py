@@ -1,0 +1,80 @@
+"""Run every Shipyard benchmark and print their headline figures beside the targets (what `make bench` runs).
+
+The benchmarks print figures; nothing here fails on a missed target (timing on a shared machine is not a
+test). The exit code is non-zero only if a benchmark could not run. See docs/benchmarks.md.
+
+Usage: python benchmarks/run_all.py [--rounds 6] [--steps 400] [--repeats 5] [--backoff 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common, platform_latency, training_overhead  # noqa: E402
+
+RUN_ALL_ROUNDS = 6  # more than training_overhead.py's default of 3 (the budget allows it), and even, so that
+# the alternating order puts each side first equally often
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="Takes about 4 minutes on 2 cores with the defaults.")
+    training = parser.add_argument_group("training overhead")
+    training_overhead.add_arguments(training)
+    training.set_defaults(rounds=RUN_ALL_ROUNDS)
+    latency = parser.add_argument_group("platform latency")
+    platform_latency.add_arguments(latency)
+    args = parser.parse_args(argv)
+    training_overhead.check_arguments(parser, args)
+    platform_latency.check_arguments(parser, args)
+
+    started = time.monotonic()
+    print(f"Shipyard benchmarks on {common.machine()}\n", flush=True)
+    overhead = training_overhead.run(args)
+    print(flush=True)
+    latency_result = platform_latency.run(args)
+    elapsed = time.monotonic() - started
+
+    rows = [
+        ["training tokens/s, shipyard / plain torchrun",
+         f"{overhead['ratio_median']:.3f} (rounds {', '.join(f'{r:.3f}' for r in overhead['ratios'])})",
+         f">= {overhead['target']}", _verdict(overhead["ratio_median"] >= overhead["target"])],
+        ["apply -> all replicas running, beyond Python start-up",
+         f"{latency_result['apply_median']:.2f} s median, {latency_result['apply_max']:.2f} s max",
+         f"<= {latency_result['target']:g} s", _verdict(latency_result["apply_max"] <= latency_result["target"])],
+        [f"killed replica -> gang running, beyond backoff ({latency_result['backoff']:g} s) and start-up",
+         f"{latency_result['restart_median']:.2f} s median, {latency_result['restart_max']:.2f} s max",
+         f"<= {latency_result['target']:g} s", _verdict(latency_result["restart_max"] <= latency_result["target"])],
+    ]
+    print("\n== summary")
+    print(common.table(["benchmark", "measured", "target", ""], rows, align="llll"))
+    print(f"\nnoise: run-to-run spread of tokens/s (max-min)/median: plain {overhead['plain_spread']:.1%}, "
+          f"shipyard {overhead['shipyard_spread']:.1%}")
+    foreign = max(overhead["foreign_cores_max"], latency_result["foreign_cores"])
+    print(f"load from other processes: up to {foreign:.2f} cores during a training run, "
+          f"{latency_result['foreign_cores']:.2f} cores during the latency runs"
+          + (" -- DISTURBED: rerun on a quiet machine" if foreign > training_overhead.FOREIGN_WARNING_CORES else ""))
+    quiet = overhead["quiet_ratios"]
+    if overhead["foreign_cores_max"] > training_overhead.FOREIGN_WARNING_CORES:
+        print(f"training rounds without foreign load: {len(quiet)} of {len(overhead['ratios'])}"
+              + (f", median ratio {overhead['quiet_ratio_median']:.3f} "
+                 f"({', '.join(f'{r:.3f}' for r in quiet)})" if quiet else ""))
+    if overhead["failures"]:
+        print(f"FAILED training runs (repeated; see WARNING above): {len(overhead['failures'])}")
+    print(f"daemon CPU while training: {overhead['daemon_cpu_share']:.1%} of one core; "
+          f"Python start-up subtracted: {latency_result['python_startup']:.3f} s; total time {elapsed / 60:.1f} min")
+    return 0
+
+
+def _verdict(ok: bool) -> str:
+    return "meets target" if ok else "MISSES target"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
