@@ -24,7 +24,7 @@ RUN_ALL_ROUNDS = 6  # more than training_overhead.py's default of 3 (the budget 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog="Takes about 4 minutes on 2 cores with the defaults.")
+                                     epilog="Takes about 4 minutes on 2 quiet cores with the defaults.")
     training = parser.add_argument_group("training overhead")
     training_overhead.add_arguments(training)
     training.set_defaults(rounds=RUN_ALL_ROUNDS)
@@ -41,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     latency_result = platform_latency.run(args)
     elapsed = time.monotonic() - started
 
+    disturbed = overhead["foreign_cores_max"] > training_overhead.FOREIGN_WARNING_CORES
     rows = [
         ["training tokens/s, shipyard / plain torchrun",
          f"{overhead['ratio_median']:.3f} (rounds {', '.join(f'{r:.3f}' for r in overhead['ratios'])})",
-         f">= {overhead['target']}", _verdict(overhead["ratio_median"] >= overhead["target"])],
+         f">= {overhead['target']}",
+         "inconclusive (disturbed)" if disturbed else _verdict(overhead["ratio_median"] >= overhead["target"])],
         ["apply -> all replicas running, beyond Python start-up",
          f"{latency_result['apply_median']:.2f} s median, {latency_result['apply_max']:.2f} s max",
          f"<= {latency_result['target']:g} s", _verdict(latency_result["apply_max"] <= latency_result["target"])],
@@ -53,15 +55,15 @@ def main(argv: list[str] | None = None) -> int:
          f"<= {latency_result['target']:g} s", _verdict(latency_result["restart_max"] <= latency_result["target"])],
     ]
     print("\n== summary")
-    print(common.table(["benchmark", "measured", "target", ""], rows, align="llll"))
+    print(common.table(["benchmark", "measured", "target", "verdict"], rows, align="llll"))
     print(f"\nnoise: run-to-run spread of tokens/s (max-min)/median: plain {overhead['plain_spread']:.1%}, "
           f"shipyard {overhead['shipyard_spread']:.1%}")
     foreign = max(overhead["foreign_cores_max"], latency_result["foreign_cores"])
-    print(f"load from other processes: up to {foreign:.2f} cores during a training run, "
+    print(f"load from other processes: up to {overhead['foreign_cores_max']:.2f} cores during a training run, "
           f"{latency_result['foreign_cores']:.2f} cores during the latency runs"
           + (" -- DISTURBED: rerun on a quiet machine" if foreign > training_overhead.FOREIGN_WARNING_CORES else ""))
     quiet = overhead["quiet_ratios"]
-    if overhead["foreign_cores_max"] > training_overhead.FOREIGN_WARNING_CORES:
+    if disturbed:
         print(f"training rounds without foreign load: {len(quiet)} of {len(overhead['ratios'])}"
               + (f", median ratio {overhead['quiet_ratio_median']:.3f} "
                  f"({', '.join(f'{r:.3f}' for r in quiet)})" if quiet else ""))

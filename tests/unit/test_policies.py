@@ -69,3 +69,17 @@ def test_work_queue_dedups_and_delays_on_the_clock():
     assert q.get(timeout=0) is None
     clock.advance(10)
     assert q.get(timeout=0) == "b"
+
+
+def test_repeated_requeues_of_one_key_keep_one_earliest_deadline():
+    clock = FakeClock()
+    q: WorkQueue[str] = WorkQueue(clock)
+    for _ in range(50):
+        q.add_after("job", 2)
+    q.add_after("job", 1)
+    assert len(q._delayed) == 2  # the superseded entry is skipped, never processed
+    clock.advance(1)
+    assert q.get(timeout=0) == "job"
+    q.done("job")
+    clock.advance(5)
+    assert q.get(timeout=0) is None  # no second chain

@@ -21,6 +21,7 @@ class WorkQueue(Generic[K]):
         self._processing: set[K] = set()
         self._dirty: set[K] = set()  # re-added while being processed: queue again when done
         self._delayed: list[tuple[float, int, K]] = []
+        self._deadline: dict[K, float] = {}
         self._seq = 0
         self._shutdown = False
 
@@ -38,15 +39,24 @@ class WorkQueue(Generic[K]):
             self.add(key)
             return
         with self._cond:
+            due = self._clock.monotonic() + delay
+            # One deadline per key, the earliest (as client-go): otherwise every status write would start
+            # another requeue chain and reconciles of a long-running job would grow without bound.
+            if key in self._deadline and self._deadline[key] <= due:
+                return
+            self._deadline[key] = due
             self._seq += 1
-            heapq.heappush(self._delayed, (self._clock.monotonic() + delay, self._seq, key))
+            heapq.heappush(self._delayed, (due, self._seq, key))
             self._cond.notify()
 
     def _promote_due(self) -> float | None:
         """Move due delayed keys into the queue; seconds until the next one, if any."""
         now = self._clock.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
-            _, _, key = heapq.heappop(self._delayed)
+            due, _, key = heapq.heappop(self._delayed)
+            if self._deadline.get(key) != due:
+                continue  # superseded by an earlier deadline for the same key
+            del self._deadline[key]
             if key in self._processing:
                 self._dirty.add(key)
             elif key not in self._queued:
