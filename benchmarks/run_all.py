@@ -16,7 +16,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common, platform_latency, training_overhead  # noqa: E402
+from benchmarks import common, platform_latency, pretrain_throughput, serve_throughput, training_overhead  # noqa: E402
 
 RUN_ALL_ROUNDS = 6  # more than training_overhead.py's default of 3 (the budget allows it), and even, so that
 # the alternating order puts each side first equally often
@@ -24,21 +24,32 @@ RUN_ALL_ROUNDS = 6  # more than training_overhead.py's default of 3 (the budget 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog="Takes about 4 minutes on 2 quiet cores with the defaults.")
+                                     epilog="Takes about 10 minutes on 2 quiet cores with the defaults.")
     training = parser.add_argument_group("training overhead")
     training_overhead.add_arguments(training)
     training.set_defaults(rounds=RUN_ALL_ROUNDS)
     latency = parser.add_argument_group("platform latency")
     platform_latency.add_arguments(latency)
+    pretrain = parser.add_argument_group("pretrain throughput")
+    _add_prefixed(pretrain, pretrain_throughput.add_arguments, "pretrain")
+    serve = parser.add_argument_group("serve throughput")
+    _add_prefixed(serve, serve_throughput.add_arguments, "serve")
     args = parser.parse_args(argv)
     training_overhead.check_arguments(parser, args)
     platform_latency.check_arguments(parser, args)
+    pretrain_args, serve_args = _unprefixed(args, "pretrain"), _unprefixed(args, "serve")
+    pretrain_throughput.check_arguments(parser, pretrain_args)
+    serve_throughput.check_arguments(parser, serve_args)
 
     started = time.monotonic()
     print(f"Shipyard benchmarks on {common.machine()}\n", flush=True)
     overhead = training_overhead.run(args)
     print(flush=True)
     latency_result = platform_latency.run(args)
+    print(flush=True)
+    pretrain_result = pretrain_throughput.run(pretrain_args)
+    print(flush=True)
+    serve_result = serve_throughput.run(serve_args)
     elapsed = time.monotonic() - started
 
     disturbed = overhead["foreign_cores_max"] > training_overhead.FOREIGN_WARNING_CORES
@@ -54,6 +65,18 @@ def main(argv: list[str] | None = None) -> int:
          f"{latency_result['restart_median']:.2f} s median, {latency_result['restart_max']:.2f} s max",
          f"<= {latency_result['target']:g} s", _verdict(latency_result["restart_max"] <= latency_result["target"])],
     ]
+    for r in pretrain_result["results"]:
+        rows.append([f"pretrain tokens/s, {r['processes']} process(es) × {r['threads']} thread(s)",
+                     f"{r['tokens_per_second']:,.0f} (MFU {r['mfu']:.0%} of {r['peak_flops'] / 1e9:.0f} GFLOP/s)",
+                     "-", "figure"])
+    naive = serve_result["naive"]["tokens_per_second"]
+    for r in serve_result["results"]:
+        ratio = r["tokens_per_second"] / naive
+        rows.append([f"serve output tokens/s at concurrency {r['concurrency']} / naive generate",
+                     f"{r['tokens_per_second']:,.0f} ({ratio:.1f}×; TTFT p50 {r['ttft_p50'] * 1000:.0f} ms, "
+                     f"p99 {r['ttft_p99'] * 1000:.0f} ms)",
+                     ">= 5×" if r["concurrency"] == 32 else "-",
+                     _verdict(ratio >= 5) if r["concurrency"] == 32 else "figure"])
     print("\n== summary")
     print(common.table(["benchmark", "measured", "target", "verdict"], rows, align="llll"))
     print(f"\nnoise: run-to-run spread of tokens/s (max-min)/median: plain {overhead['plain_spread']:.1%}, "
@@ -72,6 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"daemon CPU while training: {overhead['daemon_cpu_share']:.1%} of one core; "
           f"Python start-up subtracted: {latency_result['python_startup']:.3f} s; total time {elapsed / 60:.1f} min")
     return 0
+
+
+def _add_prefixed(group, add_arguments, prefix: str) -> None:
+    """Add a benchmark's options as --PREFIX-OPTION (two benchmarks both have --steps, --timeout, …)."""
+    class Prefixed:
+        def add_argument(self, flag: str, **kwargs):
+            kwargs["dest"] = f"{prefix}_{flag.lstrip('-').replace('-', '_')}"
+            return group.add_argument(f"--{prefix}-{flag.lstrip('-')}", **kwargs)
+    add_arguments(Prefixed())
+
+
+def _unprefixed(args: argparse.Namespace, prefix: str) -> argparse.Namespace:
+    start = f"{prefix}_"
+    return argparse.Namespace(**{k[len(start):]: v for k, v in vars(args).items() if k.startswith(start)})
 
 
 def _verdict(ok: bool) -> str:

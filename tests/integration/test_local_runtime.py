@@ -189,3 +189,15 @@ def test_command_that_cannot_start_fails_with_reason(runtime):
     [pod] = pods(runtime)
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 127 and "no-such-binary-xyz" in term["message"]
+
+
+def test_workloads_start_with_default_signal_dispositions(runtime):
+    # A container starts with no signal ignored; the shim must not pass its own SIGINT/SIGHUP handling on.
+    submit(runtime, """
+        import signal
+        print("SIGINT", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        print("SIGHUP", signal.getsignal(signal.SIGHUP) is signal.SIG_DFL)
+    """, replicas=1)
+    assert "Complete" in finished(runtime)
+    text = log_of(runtime, pods(runtime)[0])
+    assert "SIGINT True" in text and "SIGHUP True" in text, text

@@ -65,6 +65,10 @@ def signal_all(sig: int) -> None:
             pass
 
 
+def _ignore(_signum: int, _frame: object) -> None:
+    pass
+
+
 def main(pod_dir: Path) -> int:
     launch = json.loads((pod_dir / "launch.json").read_text())
     try:
@@ -85,8 +89,10 @@ def main(pod_dir: Path) -> int:
         killer.start()
 
     signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Caught, not ignored: an ignored signal stays ignored across exec, and the workload must keep its own
+    # Ctrl-C/SIGHUP behaviour. The shim itself outlives a closed terminal or a Ctrl-C of `shipyard up`.
+    signal.signal(signal.SIGINT, _ignore)
+    signal.signal(signal.SIGHUP, _ignore)
 
     log = open(launch["logPath"], "ab", buffering=0)
     try:
