@@ -187,6 +187,18 @@ class Client:
     def delete(self, kind: str, name: str, namespace: str = "default") -> Resource:
         return _typed(self._request("DELETE", self._object(kind, name, namespace)))
 
+    # --- API keys for the gateway ---------------------------------------------------------------------
+
+    def create_api_key(self, name: str, project: str = "default") -> dict[str, Any]:
+        """A new key for the project's endpoints and apps; `token` is in this answer only, never again."""
+        return dict(self._request("POST", f"/api/v1/projects/{project}/apikeys", json={"name": name}))
+
+    def list_api_keys(self, project: str = "default") -> list[dict[str, Any]]:
+        return list(self._request("GET", f"/api/v1/projects/{project}/apikeys").get("items", []))
+
+    def revoke_api_key(self, name: str, project: str = "default") -> dict[str, Any]:
+        return dict(self._request("DELETE", f"/api/v1/projects/{project}/apikeys/{name}"))
+
     def events(self, kind: str, name: str, namespace: str = "default") -> list[dict[str, Any]]:
         return list(self._request("GET", self._object(kind, name, namespace) + "/events").get("items", []))
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from shipyard.compiler import compile_resource
-from shipyard.resources import TrainingJob, load_resources, parse_yaml
+from shipyard.resources import App, Endpoint, ServingResource, TrainingJob, load_resources, parse_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -36,7 +36,36 @@ def variants():
                               "storageClassName": "fast"}],
                  "activeDeadlineSeconds": 86400, "workingDir": "/workspace"},
     })
-    return [("gpu-job", base)]
+    vllm = Endpoint.model_validate({
+        "metadata": {"name": "chat", "namespace": "research", "uid": "0b7c6a3e-7777-2222-3333-444455556666",
+                     "labels": {"team": "nlp"}},
+        "spec": {"model": "/models/llama/v2", "engine": "vllm", "maxModelLen": 8192, "args": ["--dtype", "bfloat16"],
+                 "replicas": {"min": 2, "max": 8},
+                 "autoscaling": {"metric": "requestsPerSecond", "target": 2.5,
+                                 "scaleDownStabilizationSeconds": 300},
+                 "resources": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 1},
+                 "volumes": [{"name": "models", "mountPath": "/models", "size": "500Gi",
+                              "accessMode": "ReadWriteOnce"}],
+                 "readinessProbe": {"initialDelaySeconds": 30, "periodSeconds": 5},
+                 "public": True,
+                 "ingress": {"host": "chat.example.com", "className": "nginx", "tlsSecretName": "chat-tls"},
+                 "terminationGracePeriodSeconds": 120, "drainSeconds": 5},
+    })
+    custom = Endpoint.model_validate({
+        "metadata": {"name": "tgi", "uid": "0b7c6a3e-8888-2222-3333-444455556666"},
+        "spec": {"model": "/models/m", "engine": "custom", "command": ["text-generation-launcher"],
+                 "args": ["--model-id", "/models/m"], "port": 8080, "drainSeconds": 0, "image": "example/tgi:3",
+                 "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
+                 "volumes": [{"name": "models", "mountPath": "/models"}]},
+    })
+    streamlit = App.model_validate({
+        "metadata": {"name": "dashboard", "uid": "0b7c6a3e-9999-2222-3333-444455556666",
+                     "annotations": {"shipyard.dev/local-workdir": "/home/me/dash"}},
+        "spec": {"command": ["streamlit", "run", "app.py"], "port": 8501, "workingDir": "/workspace",
+                 "replicas": {"min": 0, "max": 2}, "autoscaling": {}, "scaleToZero": {"idleSeconds": 60},
+                 "readinessProbe": {"path": "/_stcore/health"}},
+    })
+    return [("gpu-job", base), ("endpoint-vllm", vllm), ("endpoint-custom", custom), ("app-streamlit", streamlit)]
 
 
 CASES = example_resources() + variants()
@@ -52,6 +81,15 @@ def validate(obj, version):
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("name, resource", CASES, ids=[c[0] for c in CASES])
 def test_every_object_validates(name, resource, version):
+    if isinstance(resource, ServingResource):
+        # Every scale the controller asks for: the defaults, idle at zero, waking up beside an HPA, fixed.
+        scales = [{}, {"replicas": 0, "autoscale": False}, {"replicas": 3, "autoscale": False}]
+        if resource.spec.autoscaling is not None:
+            scales += [{"replicas": 1, "autoscale": True}, {"autoscale": True}]
+        for kwargs in scales:
+            for obj in compile_resource(resource, **kwargs):
+                validate(obj, version)
+        return
     for restart in (0, 2):
         for obj in compile_resource(resource, restart=restart):
             validate(obj, version)
@@ -67,9 +105,9 @@ def test_golden(name, resource):
     assert rendered == golden.read_text(), "compiled output changed; review and UPDATE_GOLDEN=1 if intended"
 
 
-def test_deterministic():
-    _, res = CASES[-1]
-    assert json.dumps(compile_resource(res)) == json.dumps(compile_resource(res.model_copy(deep=True)))
+@pytest.mark.parametrize("name, resource", CASES, ids=[c[0] for c in CASES])
+def test_deterministic(name, resource):
+    assert json.dumps(compile_resource(resource)) == json.dumps(compile_resource(resource.model_copy(deep=True)))
 
 
 def env_of(objs):
@@ -104,7 +142,7 @@ def test_gang_fails_on_first_failed_pod():
 def test_restricted_security_context():
     for _, res in CASES:
         for obj in compile_resource(res):
-            if obj["kind"] != "Job":
+            if obj["kind"] not in ("Job", "Deployment"):
                 continue
             pod = obj["spec"]["template"]["spec"]
             assert pod["securityContext"]["runAsNonRoot"] is True
@@ -119,3 +157,109 @@ def test_volumes_are_project_claims_without_owner():
     [pvc] = [o for o in compile_resource(res) if o["kind"] == "PersistentVolumeClaim"]
     assert pvc["metadata"]["name"] == "data" and "ownerReferences" not in pvc["metadata"]
     assert pvc["spec"]["storageClassName"] == "fast"
+
+
+def by_kind(objs):
+    return {o["kind"]: o for o in objs}
+
+
+def serving(name):
+    return next(res for n, res in CASES if n == name)
+
+
+def test_serving_scale_owner():
+    ep = serving("endpoint")  # min 1, max 3, autoscaling: an HPA owns the count
+    objs = by_kind(compile_resource(ep))
+    assert "replicas" not in objs["Deployment"]["spec"]
+    hpa = objs["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 3)
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "lifecycle"}
+    assert hpa["metrics"][0]["pods"] == {"metric": {"name": "shipyard_gateway_upstream_in_flight"},
+                                         "target": {"averageValue": "4", "type": "AverageValue"}}
+    assert hpa["behavior"]["scaleDown"] == {"stabilizationWindowSeconds": 60}
+    idle = by_kind(compile_resource(ep, replicas=0, autoscale=False))
+    assert idle["Deployment"]["spec"]["replicas"] == 0 and "HorizontalPodAutoscaler" not in idle
+    # Waking from zero beside an HPA: the count is written, since an HPA never scales up from zero.
+    waking = by_kind(compile_resource(ep, replicas=1, autoscale=True))
+    assert waking["Deployment"]["spec"]["replicas"] == 1 and "HorizontalPodAutoscaler" in waking
+    fixed = by_kind(compile_resource(serving("endpoint-custom")))
+    assert fixed["Deployment"]["spec"]["replicas"] == 1 and "HorizontalPodAutoscaler" not in fixed
+
+
+def test_serving_rps_target_is_a_quantity():
+    hpa = by_kind(compile_resource(serving("endpoint-vllm")))["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["minReplicas"] == 2
+    assert hpa["metrics"][0]["pods"]["metric"]["name"] == "shipyard_gateway_upstream_requests_per_second"
+    assert hpa["metrics"][0]["pods"]["target"]["averageValue"] == "2500m"
+
+
+def test_serving_rollout_and_drain():
+    ep = serving("endpoint")
+    deploy = by_kind(compile_resource(ep))["Deployment"]["spec"]
+    assert deploy["strategy"] == {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}, "type": "RollingUpdate"}
+    pod = deploy["template"]["spec"]
+    [c] = pod["containers"]
+    assert c["name"] == "server" and c["ports"] == [{"containerPort": 8000, "name": "http", "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["lifecycle"] == {"preStop": {"sleep": {"seconds": 2}}}
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert c["resources"]["limits"] == c["resources"]["requests"]
+    assert deploy["template"]["metadata"]["labels"]["shipyard.dev/name"] == "lifecycle"
+    assert deploy["selector"]["matchLabels"] == {"shipyard.dev/kind": "endpoint", "shipyard.dev/name": "lifecycle"}
+    custom = by_kind(compile_resource(serving("endpoint-custom")))["Deployment"]
+    assert "lifecycle" not in custom["spec"]["template"]["spec"]["containers"][0]  # drainSeconds: 0
+
+
+def test_endpoint_engines():
+    def argv(name):
+        c = by_kind(compile_resource(serving(name)))["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        return c["command"] + c.get("args", []), {e["name"]: e["value"] for e in c["env"]}
+
+    builtin, env = argv("endpoint")
+    assert builtin == ["python", "-m", "shipyard.workloads.serve", "/lifecycle/finetune/merged",
+                       "--served-model-name", "lifecycle", "--host", "0.0.0.0", "--port", "$(PORT)"]
+    assert env["PORT"] == "8000"
+    vllm, _ = argv("endpoint-vllm")
+    assert vllm[:3] == ["vllm", "serve", "/models/llama/v2"]
+    assert vllm[3:] == ["--served-model-name", "chat", "--host", "0.0.0.0", "--port", "$(PORT)",
+                        "--max-model-len", "8192", "--dtype", "bfloat16"]
+    custom, env = argv("endpoint-custom")
+    assert custom == ["text-generation-launcher", "--model-id", "/models/m"]
+    assert env["PORT"] == "8080" and env["HF_HUB_OFFLINE"] == "1"
+    app, env = argv("playground-app")
+    assert app == ["python", "-m", "shipyard.workloads.playground"] and env["PORT"] == "7860"
+
+
+def test_serving_exposure():
+    private = by_kind(compile_resource(serving("endpoint")))
+    assert "Ingress" not in private and "PodDisruptionBudget" not in private
+    svc = private["Service"]["spec"]
+    assert svc["type"] == "ClusterIP"
+    assert svc["ports"] == [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]
+    [rule] = private["NetworkPolicy"]["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"shipyard.dev/system": "true"}},
+                             "podSelector": {"matchLabels": {"app.kubernetes.io/component": "gateway",
+                                                             "app.kubernetes.io/name": "shipyard"}}}]
+    public = by_kind(compile_resource(serving("endpoint-vllm")))
+    assert public["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    peers = public["NetworkPolicy"]["spec"]["ingress"][0]["from"]
+    assert peers[1] == {"namespaceSelector": {"matchLabels": {"shipyard.dev/ingress-controller": "true"}}}
+    ing = public["Ingress"]["spec"]
+    assert ing["ingressClassName"] == "nginx"
+    assert ing["tls"] == [{"hosts": ["chat.example.com"], "secretName": "chat-tls"}]
+    path = ing["rules"][0]["http"]["paths"][0]
+    assert path["backend"] == {"service": {"name": "chat", "port": {"name": "http"}}}
+
+
+def test_serving_objects_are_owned_and_share_volumes_with_jobs():
+    objs = compile_resource(serving("endpoint-vllm"))
+    for obj in objs:
+        if obj["kind"] == "PersistentVolumeClaim":
+            assert "ownerReferences" not in obj["metadata"]
+        else:
+            assert obj["metadata"]["ownerReferences"][0]["kind"] == "Endpoint"
+    [pvc] = [o for o in compile_resource(serving("endpoint")) if o["kind"] == "PersistentVolumeClaim"]
+    job_pvc = next(o for n, r in CASES if n == "finetune" for o in compile_resource(r)
+                   if o["kind"] == "PersistentVolumeClaim")
+    assert pvc == job_pvc  # the endpoint applies the very claim the fine-tuning job wrote the model to

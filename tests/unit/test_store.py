@@ -116,3 +116,23 @@ def test_close_releases_blocked_watchers(tmp_path):
     s.close()
     assert returned.wait(10)  # well before the 60 s timeout
     t.join()
+
+
+def test_api_keys_are_hashed_persisted_and_revocable(tmp_path):
+    from shipyard.store import Conflict, NotFound
+
+    store = SQLiteStore(tmp_path / "keys.db")
+    store.api_keys.add_api_key("team-a", "ci", "h1", "sy_key_abcde")
+    store.api_keys.add_api_key("team-b", "ci", "h2", "sy_key_fghij")  # names are per project
+    with pytest.raises(Conflict):
+        store.api_keys.add_api_key("team-a", "ci", "h3", "sy_key_klmno")
+    store.close()
+    reopened = SQLiteStore(tmp_path / "keys.db")  # the in-memory index is rebuilt from the table
+    assert reopened.api_keys.api_key_project("h1") == "team-a"
+    assert reopened.api_keys.revoke_api_key("team-a", "ci").revoked_at is not None
+    assert reopened.api_keys.api_key_project("h1") is None and reopened.api_keys.api_key_project("h2") == "team-b"
+    with pytest.raises(NotFound):
+        reopened.api_keys.revoke_api_key("team-a", "ci")
+    assert [(k.project, k.name, k.revoked_at is None) for k in reopened.api_keys.list_api_keys()] == [
+        ("team-a", "ci", False), ("team-b", "ci", True)]
+    reopened.close()

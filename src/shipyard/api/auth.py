@@ -17,11 +17,16 @@ from typing import Callable
 from fastapi import HTTPException, Request
 
 TOKEN_PREFIX = "sy_"  # lets secret scanners and people recognise a Shipyard token
+API_KEY_PREFIX = "sy_key_"  # a project's gateway key, as opposed to the admin token
 UNAUTHORIZED = "missing or invalid API token"
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def _read_token(path: Path) -> str:

@@ -17,7 +17,7 @@ import typer
 from shipyard.client import Client, ShipyardError
 from shipyard.resources import ManifestError
 
-from . import apply, daemon, delete, get, logs, render
+from . import apply, daemon, delete, get, logs, render, token
 from .common import DEFAULT_PROJECT, CliError, State
 
 app = typer.Typer(
@@ -63,6 +63,7 @@ app.command("render")(render.render)
 app.command("up")(daemon.up)
 app.command("down")(daemon.down)
 app.command("version")(version)
+app.add_typer(token.app, name="token")
 
 
 def _fail(message: str, code: int = 1) -> int:

@@ -85,6 +85,23 @@ def _rate(obj: Wire) -> str | None:
     return None if rate is None else f"{rate:,.0f}"
 
 
+def _serving_ready(obj: Wire) -> str:
+    return f"{dig(obj, 'status.readyReplicas') or 0}/{dig(obj, 'status.desiredReplicas') or 0}"
+
+
+def _per_second(obj: Wire) -> str:
+    rate = dig(obj, "status.requestsPerSecond") or 0.0
+    return f"{rate:.1f}"
+
+
+def _serving_columns() -> list[Column]:
+    return [NAME, Column("PHASE", "status.phase"), Column("READY", _serving_ready), Column("REQ/S", _per_second),
+            Column("URL", "status.url"), AGE,
+            Column("IN-FLIGHT", "status.inFlight", wide=True),
+            Column("REPLICAS", lambda o: f"{dig(o, 'spec.replicas.min')}..{dig(o, 'spec.replicas.max')}", wide=True),
+            Column("PUBLIC", "spec.public", wide=True)]
+
+
 NAME = Column("NAME", "metadata.name")
 AGE = Column("AGE", lambda o: age(dig(o, "metadata.creationTimestamp")))
 PROJECT = Column("PROJECT", "metadata.namespace")
@@ -102,6 +119,8 @@ COLUMNS: dict[str, list[Column]] = {
         Column("STARTED", lambda o: age(dig(o, "status.startTime")) if dig(o, "status.startTime") else None,
                wide=True),
     ],
+    "Endpoint": _serving_columns(),
+    "App": _serving_columns(),
 }
 DEFAULT_COLUMNS = [NAME, Column("PHASE", "status.phase"), AGE]
 

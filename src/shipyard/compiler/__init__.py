@@ -8,15 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.resources import Resource, TrainingJob
+from shipyard.resources import Resource, ServingResource, TrainingJob
 
+from .serving import ServingContext, compile_serving, default_scaling
 from .trainingjob import TrainingJobContext, compile_trainingjob
 
 
-def compile_resource(resource: Resource, restart: int = 0) -> list[dict[str, Any]]:
+def compile_resource(resource: Resource, restart: int = 0, replicas: int | None = None,
+                     autoscale: bool | None = None) -> list[dict[str, Any]]:
+    """`restart` is a TrainingJob's attempt; `replicas`/`autoscale` are a serving resource's scale, each
+    defaulting to `default_scaling` (an HPA when there is room to scale, else max(min, 1) replicas)."""
     if isinstance(resource, TrainingJob):
         return compile_trainingjob(resource, TrainingJobContext(restart=restart))
+    if isinstance(resource, ServingResource):
+        default = default_scaling(resource)
+        scale = default.autoscale if autoscale is None else autoscale
+        if replicas is None and not scale:
+            replicas = max(resource.spec.replicas.min, 1)
+        return compile_serving(resource, ServingContext(replicas=replicas, autoscale=scale))
     raise TypeError(f"no compiler for kind {resource.kind!r}")
 
 
-__all__ = ["TrainingJobContext", "compile_resource", "compile_trainingjob"]
+__all__ = ["ServingContext", "TrainingJobContext", "compile_resource", "compile_serving", "compile_trainingjob",
+           "default_scaling"]

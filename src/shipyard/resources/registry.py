@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from .app import App
 from .base import Resource
+from .endpoint import Endpoint
 from .trainingjob import TrainingJob
 
-KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (TrainingJob,)}
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (TrainingJob, Endpoint, App)}
 
 
 def kind_class(kind: str) -> type[Resource]:

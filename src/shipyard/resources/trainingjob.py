@@ -16,6 +16,9 @@ from .quantity import parse_quantity
 
 GPU_RESOURCE = "nvidia.com/gpu"
 RESOURCE_NAMES = ("cpu", "memory", GPU_RESOURCE)
+# The image built from this repository (Python, torch and `shipyard.workloads`), run as the non-root user 1000
+# of the restricted security context. Kinds default to it so a manifest that runs locally runs on a cluster.
+WORKLOADS_IMAGE = "ghcr.io/shipyard-dev/shipyard-workloads:0.1.0"
 
 
 class EnvVar(Model):
@@ -85,10 +88,23 @@ class Volume(Model):
         return str(v)
 
 
+def check_unique(volumes: list[Volume], env: list[EnvVar]) -> None:
+    """Refuse duplicates that Kubernetes would reject only at apply time, deep inside a pod template."""
+    names = [v.name for v in volumes]
+    if len(names) != len(set(names)):
+        raise ValueError("volumes: each volume name may appear once")
+    paths = [v.mount_path for v in volumes]
+    if len(paths) != len(set(paths)):
+        raise ValueError("volumes: each mountPath may appear once")
+    env_names = [e.name for e in env]
+    if len(env_names) != len(set(env_names)):
+        raise ValueError("env: each variable may appear once")
+
+
 class TrainingJobSpec(Model):
     replicas: int = Field(default=1, ge=1, le=1024)
     procs_per_replica: int = Field(default=1, ge=1, le=64)
-    image: str = "ghcr.io/shipyard-dev/shipyard-workloads:0.1.0"
+    image: str = WORKLOADS_IMAGE
     command: list[str] = Field(min_length=1)
     args: list[str] = Field(default_factory=list)
     env: list[EnvVar] = Field(default_factory=list)
@@ -103,15 +119,7 @@ class TrainingJobSpec(Model):
 
     @model_validator(mode="after")
     def _unique(self) -> "TrainingJobSpec":
-        names = [v.name for v in self.volumes]
-        if len(names) != len(set(names)):
-            raise ValueError("volumes: each volume name may appear once")
-        paths = [v.mount_path for v in self.volumes]
-        if len(paths) != len(set(paths)):
-            raise ValueError("volumes: each mountPath may appear once")
-        env_names = [e.name for e in self.env]
-        if len(env_names) != len(set(env_names)):
-            raise ValueError("env: each variable may appear once")
+        check_unique(self.volumes, self.env)
         return self
 
 

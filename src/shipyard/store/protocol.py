@@ -69,6 +69,32 @@ class Event:
     last_timestamp: datetime
 
 
+@dataclass(frozen=True)
+class ApiKey:
+    """A project's API key as listed: never the token, only a hint of its first characters."""
+
+    project: str
+    name: str
+    hint: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyStore(Protocol):
+    """A capability beside Store: hashed per-project keys that the gateway accepts as bearer tokens."""
+
+    def add_api_key(self, project: str, name: str, token_hash: str, hint: str) -> ApiKey:
+        """Conflict if the project already has an active key of that name."""
+
+    def list_api_keys(self, project: str | None = None) -> list[ApiKey]: ...
+
+    def revoke_api_key(self, project: str, name: str) -> ApiKey:
+        """NotFound if the project has no active key of that name."""
+
+    def api_key_project(self, token_hash: str) -> str | None:
+        """The project of an active key with this hash; must not block (called per gateway request)."""
+
+
 class Store(Protocol):
     def get(self, kind: str, namespace: str, name: str) -> Resource | None: ...
 

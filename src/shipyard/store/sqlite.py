@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from shipyard.resources import Resource, kind_class
 from shipyard.resources.base import utcnow
 
+from .apikeys import SQLiteApiKeys
 from .protocol import ApplyResult, Conflict, Event, Gone, Invalid, NotFound, WatchEvent
 
 metadata = MetaData()
@@ -79,6 +80,7 @@ class SQLiteStore:
             cur.close()
 
         metadata.create_all(self._engine)
+        self.api_keys = SQLiteApiKeys(self._engine)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._history: deque[WatchEvent] = deque(maxlen=WATCH_HISTORY)

@@ -1,0 +1,190 @@
+"""The controller of Endpoints and Apps: a Deployment (+ Service, HPA, PDB, NetworkPolicy, Ingress) per resource,
+its ready replicas published to the gateway as a route, scale to zero and back, status from what runs.
+
+Ordered like the TrainingJob controller: read; finalizer; decide idle or active (scale_to_zero policy, fed by
+the gateway's traffic); apply the compiled objects and delete the ones no longer wanted (the HPA while idle,
+an Ingress removed from the spec) — drift is corrected on every pass; publish the route; write status once,
+only if it changed. Replica counts between 1 and max belong to the HPA (the Deployment is applied without
+`replicas` then); this controller only sets them when going to zero and when waking up.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from shipyard.compiler import compile_resource
+from shipyard.compiler.common import KIND_LABEL, NAME_LABEL
+from shipyard.resources import Condition, Resource, set_condition
+from shipyard.runtime.protocol import Runtime
+from shipyard.store.protocol import Conflict, NotFound, Store
+
+from ..clock import Clock, SystemClock
+from ..manager import ObjectKey, Result
+from . import scale_to_zero
+from .pods import ready_upstreams
+from .traffic import RouteTarget, Traffic, TrafficStats
+
+FINALIZER = "shipyard.dev/cleanup"
+MANAGED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
+                 "Ingress")
+ACTIVE_RESYNC = 1.0  # idle detection and the traffic figures in status are this fresh
+SETTLING_RESYNC = 0.25  # while replicas start or stop
+METRICS_WRITE_SECONDS = 2.0  # traffic figures change on every request: write them at most this often
+
+
+class ServingController:
+    def __init__(self, kind: str, store: Store, runtime: Runtime, traffic: Traffic, clock: Clock | None = None):
+        self.kind = kind
+        self._store = store
+        self._runtime = runtime
+        self._traffic = traffic
+        self._clock = clock or SystemClock()
+        self._metrics_written: dict[tuple[str, str], datetime] = {}
+
+    # --- entry point ---------------------------------------------------------------------------------
+
+    def reconcile(self, key: ObjectKey) -> Result:
+        resource = self._store.get(self.kind, key.namespace, key.name)
+        if resource is None:
+            self._traffic.remove_route(key.namespace, key.name)
+            self._delete_children(key.namespace, key.name, keep=set())
+            return Result()
+        if resource.metadata.deletion_timestamp is not None:
+            return self._finalize(resource)
+        if FINALIZER not in resource.metadata.finalizers:
+            resource.metadata.finalizers.append(FINALIZER)
+            resource = self._store.update_metadata(resource)
+        try:
+            return self._reconcile_live(resource)
+        except Conflict:
+            return Result(requeue_after=0)
+
+    # --- steps ---------------------------------------------------------------------------------------
+
+    def _reconcile_live(self, resource: Any) -> Result:
+        now = self._clock.now()
+        ns, name = resource.metadata.namespace, resource.metadata.name
+        spec, status = resource.spec, resource.status.model_copy(deep=True)
+        status.observed_generation = resource.metadata.generation
+        stats = self._traffic.stats(ns, name)
+        if stats is not None and stats.last_request_at is not None:
+            status.last_request_time = datetime.fromtimestamp(stats.last_request_at, timezone.utc)
+
+        idle_seconds = spec.scale_to_zero.idle_seconds if spec.scale_to_zero else None
+        active_since = status.last_scale_time or resource.metadata.creation_timestamp
+        decision = scale_to_zero.decide(idle_seconds, status.phase == "Idle", stats, active_since,
+                                        status.last_request_time, now)
+        deployment = self._runtime.get("Deployment", ns, name)
+        current = deployment["spec"].get("replicas") if deployment else None
+        wants_hpa = spec.autoscaling is not None and spec.replicas.max > max(spec.replicas.min, 1)
+        if decision.idle:
+            replicas, autoscale = 0, False
+        elif wants_hpa and current:
+            replicas, autoscale = None, True  # the HPA owns the count: apply without it
+        else:
+            replicas, autoscale = max(spec.replicas.min, 1), wants_hpa  # first start or waking from zero
+        if decision.idle != (status.phase == "Idle"):
+            status.last_scale_time = now
+            self._event(resource, "Normal", decision.reason, decision.message)
+
+        desired = compile_resource(resource, replicas=replicas, autoscale=autoscale)
+        for obj in desired:
+            if obj["kind"] == "PersistentVolumeClaim":
+                # Project volumes are shared with jobs and workspaces: create when missing, never "correct".
+                if self._runtime.get(obj["kind"], ns, obj["metadata"]["name"]) is None:
+                    self._runtime.apply(obj)
+            else:
+                self._runtime.apply(obj)
+        self._delete_children(ns, name, keep={(o["kind"], o["metadata"]["name"]) for o in desired})
+
+        deployment = self._runtime.get("Deployment", ns, name) or {}
+        pods = self._runtime.list("Pod", ns, {KIND_LABEL: self.kind.lower(), NAME_LABEL: name})
+        upstreams = ready_upstreams(pods)
+        self._traffic.set_route(RouteTarget(project=ns, name=name, kind=self.kind, public=spec.public,
+                                            upstreams=upstreams, scalable_from_zero=idle_seconds is not None))
+        self._observe(resource, status, deployment, upstreams, stats, decision, now)
+        self._write_status(resource, status)
+        settling = status.ready_replicas != status.desired_replicas or status.replicas != status.desired_replicas
+        return Result(requeue_after=SETTLING_RESYNC if settling else ACTIVE_RESYNC)
+
+    def _observe(self, resource: Any, status: Any, deployment: dict[str, Any], upstreams: tuple, stats:
+                 TrafficStats | None, decision: scale_to_zero.Decision, now: datetime) -> None:
+        ns, name = resource.metadata.namespace, resource.metadata.name
+        observed = deployment.get("status", {})
+        status.url = self._traffic.url(ns, name)
+        status.replicas = int(observed.get("replicas", 0))
+        status.updated_replicas = int(observed.get("updatedReplicas", 0))
+        status.ready_replicas = len(upstreams)
+        status.desired_replicas = int(deployment.get("spec", {}).get("replicas", 0) or 0)
+        key = (ns, name)
+        last = self._metrics_written.get(key)
+        if stats is not None and (last is None or (now - last).total_seconds() >= METRICS_WRITE_SECONDS):
+            status.in_flight = float(stats.in_flight)
+            status.requests_per_second = round(stats.requests_per_second, 2)
+            self._metrics_written[key] = now
+        if decision.idle:
+            status.phase = "Idle"
+            available = Condition(type="Available", status="False", reason=decision.reason,
+                                  message=decision.message)
+        elif upstreams:
+            status.phase = "Ready"
+            available = Condition(type="Available", status="True", reason="ReplicasReady",
+                                  message=f"{len(upstreams)} replica(s) ready")
+        else:
+            status.phase = "Pending"
+            available = Condition(type="Available", status="False", reason="NoReadyReplicas",
+                                  message=_waiting_message(self._runtime, ns, name, self.kind))
+        status.conditions = set_condition(status.conditions, available, now)
+
+    def _finalize(self, resource: Resource) -> Result:
+        ns, name = resource.metadata.namespace, resource.metadata.name
+        self._traffic.remove_route(ns, name)
+        self._metrics_written.pop((ns, name), None)
+        if not self._delete_children(ns, name, keep=set()):
+            return Result(requeue_after=SETTLING_RESYNC)
+        if FINALIZER in resource.metadata.finalizers:
+            resource.metadata.finalizers.remove(FINALIZER)
+            try:
+                self._store.update_metadata(resource)
+            except (Conflict, NotFound):
+                return Result(requeue_after=0)
+        return Result()
+
+    def _delete_children(self, namespace: str, name: str, keep: set[tuple[str, str]]) -> bool:
+        """Delete this resource's objects not in `keep` (never volumes). True once none of them is left."""
+        labels = {KIND_LABEL: self.kind.lower(), NAME_LABEL: name}
+        for kind in MANAGED_KINDS:
+            for obj in self._runtime.list(kind, namespace, labels):
+                if (kind, obj["metadata"]["name"]) not in keep and not obj["metadata"].get("deletionTimestamp"):
+                    self._runtime.delete(kind, namespace, obj["metadata"]["name"])
+        if keep:
+            return True
+        # Graceful deletions take a while (pods drain): done only when nothing of it is left.
+        return not any(self._runtime.list(kind, namespace, labels) for kind in (*MANAGED_KINDS, "Pod"))
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def _write_status(self, resource: Any, status: Any) -> None:
+        if status.to_wire() == resource.status.to_wire():
+            return
+        self._store.update_status(resource.model_copy(update={"status": status}))
+
+    def _event(self, resource: Any, type_: str, reason: str, message: str) -> None:
+        self._store.record_event(resource, type_, reason, message)  # type: ignore[arg-type]
+
+
+def _waiting_message(runtime: Runtime, namespace: str, name: str, kind: str) -> str:
+    """Why no replica is ready, from the pods: unschedulable, crash-looping, or still starting."""
+    pods = runtime.list("Pod", namespace, {KIND_LABEL: kind.lower(), NAME_LABEL: name})
+    for pod in pods:
+        for cond in pod.get("status", {}).get("conditions", []):
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return f"unschedulable: {cond.get('message', '')}"
+        for cs in pod.get("status", {}).get("containerStatuses", []):
+            waiting = cs.get("state", {}).get("waiting")
+            if waiting and waiting.get("reason") == "CrashLoopBackOff":
+                last = cs.get("lastState", {}).get("terminated", {})
+                return (f"replica {pod['metadata']['name']} keeps exiting (code {last.get('exitCode', '?')}, "
+                        f"{cs.get('restartCount', 0)} restart(s)); see `shipyard logs`")
+    return "replicas starting" if pods else "no replicas yet"
