@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .protocol import LogReader, NativeObject, OwnerKey, Runtime
+    from .protocol import LogReader, NativeObject, OwnerKey, PodMetrics, Runtime
 
-__all__ = ["LogReader", "NativeObject", "OwnerKey", "Runtime"]
+__all__ = ["LogReader", "NativeObject", "OwnerKey", "PodMetrics", "Runtime"]
 
 
 def __getattr__(name: str):

@@ -42,3 +42,19 @@ class Runtime(Protocol):
 class LogReader(Protocol):
     def read_log(self, namespace: str, pod: str, follow: bool = False,
                  tail_bytes: int | None = None) -> Iterator[bytes]: ...
+
+
+# Metrics the gateway reports per upstream (an upstream id is the pod's name), for HorizontalPodAutoscalers
+# with `type: Pods` metrics.
+IN_FLIGHT_METRIC = "shipyard_gateway_upstream_in_flight"
+REQUESTS_PER_SECOND_METRIC = "shipyard_gateway_upstream_requests_per_second"
+
+
+class PodMetrics(Protocol):
+    """Per-pod metric values, what a cluster's custom metrics API serves to the HorizontalPodAutoscaler.
+
+    The composition root fills it in from the gateway. Called from the runtime's sync thread, outside its
+    lock, once per HPA sync for every pod of the target: it must answer from memory, without blocking."""
+
+    def pod_metric(self, namespace: str, pod: str, metric: str) -> float | None:
+        """The metric's current value for that pod, or None if there is none (yet)."""

@@ -12,6 +12,13 @@ The rules, applied to env values after `$(VAR)` and fieldRef expansion (document
    MASTER_ADDR/MASTER_PORT point at replica 0's rendezvous port).
 3. Any other `PORT` or `*_PORT` variable whose value is one of the pod's own containerPorts becomes its
    host port (a server told to listen on $PORT listens where the runtime expects).
+4. A container that declares ports but no `PORT` variable gets `PORT` = the host port of its port named
+   `http`, else of its first port: the serving contract ("listen on the port given in env").
+
+Command and args (resolve_argv): `$(VAR)` is expanded with that env, as Kubernetes expands it, so
+`--port=$(PORT)` carries the host port; and the value of a flag whose name ends in `port` (`--port 8000`,
+`--port=8000`, `--server.port 8501`) that is one of the pod's own containerPorts becomes its host port. Other
+numbers in args are left alone: `--max-tokens 8000` must stay 8000.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ LOOPBACK = "127.0.0.1"
 _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 _ADDRESS_SUFFIXES = ("ADDR", "HOST", "HOSTNAME", "ENDPOINT")
 _FIELD_REF = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+_PORT_FLAG = re.compile(r"^(--?(?:[\w.-]*[-._])?port)(=(\d+))?$", re.IGNORECASE)
 
 
 @dataclass
@@ -126,4 +134,23 @@ def resolve_env(pod: dict[str, Any], container: dict[str, Any], me: PodAddress,
             env[key] = str(target.host_ports[port])
         elif port in me.host_ports and prefix + "ADDR" not in named_targets and prefix + "HOST" not in named_targets:
             env[key] = str(me.host_ports[port])
+    declared = [p for p in container.get("ports", []) if p.get("containerPort") in me.host_ports]
+    if declared and "PORT" not in env:
+        main = next((p for p in declared if p.get("name") == "http"), declared[0])
+        env["PORT"] = str(me.host_ports[main["containerPort"]])
     return env
+
+
+def resolve_argv(argv: list[str], env: dict[str, str], host_ports: dict[int, int]) -> list[str]:
+    """Command and args as the process will see them (see the module docstring)."""
+    out = [expand(arg, env) for arg in argv]
+    for i, arg in enumerate(out):
+        match = _PORT_FLAG.match(arg)
+        if not match:
+            continue
+        if match.group(3) is not None:
+            if int(match.group(3)) in host_ports:
+                out[i] = f"{match.group(1)}={host_ports[int(match.group(3))]}"
+        elif i + 1 < len(out) and out[i + 1].isdigit() and int(out[i + 1]) in host_ports:
+            out[i + 1] = str(host_ports[int(out[i + 1])])
+    return out

@@ -1,18 +1,19 @@
-"""LocalRuntime: a one-machine stand-in for a Kubernetes node plus the Job controller.
+"""LocalRuntime: a one-machine stand-in for a Kubernetes API server, its workload controllers and a node.
 
-It stores native objects (ObjectFiles), turns Jobs into pods (jobs.sync_job), places pods whole-gang against
-the machine's capacity, starts each pod's processes under a shim, and reports status back. One background
-thread does all of this in short ticks; API calls only change desired state and wake it. Everything it
-knows is on disk, so a daemon restarted after a crash re-adopts running pods instead of starting them again.
+It stores native objects (ObjectFiles) and runs, as pure policies, the controllers the compiler's objects
+need: Jobs (jobs.sync_job), Deployments (deployments.sync_deployment) and HorizontalPodAutoscalers
+(hpa.sync_hpa). It places pods against the machine's capacity, and its Kubelet starts, probes, restarts and
+stops their processes. One background thread does all of this in short ticks; API calls only change desired
+state and wake it. Everything it knows is on disk, so a daemon restarted after a crash re-adopts running pods
+instead of starting them again.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-import os
+import random
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,23 +21,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..protocol import NativeObject, OwnerKey
-from . import processes
+from ..protocol import NativeObject, OwnerKey, PodMetrics
 from .capacity import Allocation, Capacity, Request, explain
+from .deployments import NAME_ALPHABET, TEMPLATE_HASH, sync_deployment
+from .hpa import HpaMemory, sync_hpa
 from .jobs import COMPLETION_INDEX, TERMINAL, job_finished, sync_job
-from .network import PodAddress, free_port, resolve_env, _qualified
+from .kubelet import DISRUPTED_ANNOTATION, LOCAL_WORKDIR_ANNOTATION, Kubelet
+from .lifecycle import Backoff
 from .state import ObjectFiles
-from .volumes import claim_dir, mount_map, substitute
+from .volumes import claim_dir
 
 log = logging.getLogger(__name__)
 
-NATIVE_KINDS = {"Job", "Service", "PersistentVolumeClaim", "Pod"}
-LOCAL_WORKDIR_ANNOTATION = "shipyard.dev/local-workdir"
-DISRUPTED_ANNOTATION = "shipyard.dev/disrupted"
+NATIVE_KINDS = {"Job", "Service", "PersistentVolumeClaim", "Pod", "Deployment", "HorizontalPodAutoscaler",
+                "PodDisruptionBudget", "NetworkPolicy", "Ingress"}
+# Deleted at once: nothing of theirs has to stop first.
+_REMOVED_AT_ONCE = {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress"}
 TICK_SECONDS = 0.1
-KILL_AFTER_GRACE_SECONDS = 5.0
-# The daemon's own secrets never reach workloads.
-_SCRUBBED_ENV = ("SHIPYARD_TOKEN",)
+HPA_SYNC_SECONDS = 1.0  # Kubernetes: 15 s (--horizontal-pod-autoscaler-sync-period)
+
+__all__ = ["DISRUPTED_ANNOTATION", "LOCAL_WORKDIR_ANNOTATION", "NATIVE_KINDS", "LocalRuntime"]
 
 
 def _now() -> datetime:
@@ -45,22 +49,26 @@ def _now() -> datetime:
 
 class LocalRuntime:
     def __init__(self, root: Path, volumes: Path, logs: Path, capacity: Capacity | None = None,
-                 clock: Callable[[], datetime] = _now):
+                 clock: Callable[[], datetime] = _now, metrics: PodMetrics | None = None,
+                 hpa_sync_seconds: float = HPA_SYNC_SECONDS, restart_backoff: Backoff | None = None):
         self._root = root
         self._volumes = volumes
-        self._logs = logs
         self._objects = ObjectFiles(root / "objects")
         self._capacity = capacity or Capacity.detect()
         self._clock = clock
+        self._metrics = metrics
+        self._hpa_sync_seconds = hpa_sync_seconds
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._thread: threading.Thread | None = None
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._subscribers: list[Callable[[OwnerKey], None]] = []
-        self._reserved_ports: set[int] = {
-            port for pod in self._objects.all("Pod") for port in pod["status"].get("hostPorts", {}).values()}
+        self._pending: set[OwnerKey] = set()  # owners to notify of changes made outside the sync loop
+        self._hpa_memory: dict[str, HpaMemory] = {}
+        self._hpa_synced: dict[str, datetime] = {}
+        self._kubelet = Kubelet(self._objects, root, volumes, logs, clock, restart_backoff or Backoff(),
+                                bool(self._capacity.gpus), self._wake.set)
 
     # --- Runtime protocol ----------------------------------------------------------------------------
 
@@ -73,28 +81,27 @@ class LocalRuntime:
             current = self._objects.get(kind, meta["namespace"], meta["name"])
             if current is not None and current["metadata"].get("deletionTimestamp"):
                 raise ValueError(f"{kind} {meta['name']} is being deleted")
-            desired = {k: v for k, v in obj.items() if k != "status"}
+            merged = self._with_server_fields(copy.deepcopy({k: v for k, v in obj.items() if k != "status"}),
+                                              current)
             if current is not None:
-                if {k: v for k, v in current.items() if k not in ("status",)} == self._with_server_fields(desired, current):
-                    return current
-                merged = self._with_server_fields(desired, current)
+                if {k: v for k, v in current.items() if k != "status"} == merged:
+                    return copy.deepcopy(current)
                 merged["status"] = current.get("status", {})
             else:
-                merged = self._with_server_fields(desired, None)
-                merged["status"] = self._initial_status(kind)
+                merged["status"] = {"phase": "Bound"} if kind == "PersistentVolumeClaim" else {}
             if kind == "PersistentVolumeClaim":
                 claim_dir(self._volumes, meta["namespace"], meta["name"]).mkdir(parents=True, exist_ok=True)
             self._objects.save(merged)
         self._wake.set()
-        return merged
+        return copy.deepcopy(merged)
 
     def get(self, kind: str, namespace: str, name: str) -> NativeObject | None:
         with self._lock:
-            return self._objects.get(kind, namespace, name)
+            return copy.deepcopy(self._objects.get(kind, namespace, name))
 
     def list(self, kind: str, namespace: str, labels: dict[str, str] | None = None) -> list[NativeObject]:
         with self._lock:
-            return [o for o in self._objects.all(kind) if o["metadata"]["namespace"] == namespace
+            return [copy.deepcopy(o) for o in self._objects.all(kind) if o["metadata"]["namespace"] == namespace
                     and all(o["metadata"].get("labels", {}).get(k) == v for k, v in (labels or {}).items())]
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
@@ -105,8 +112,13 @@ class LocalRuntime:
             if kind == "PersistentVolumeClaim":
                 self._objects.remove(kind, namespace, name)
                 shutil.rmtree(claim_dir(self._volumes, namespace, name), ignore_errors=True)
-            elif kind == "Service":
+            elif kind in _REMOVED_AT_ONCE:
                 self._objects.remove(kind, namespace, name)
+                self._hpa_memory.pop(obj["metadata"]["uid"], None)
+                self._hpa_synced.pop(obj["metadata"]["uid"], None)
+            elif kind == "Pod":
+                self._kubelet.delete(obj)
+                self._pending |= self._owners_of(obj)  # it stopped being ready: the gateway must hear now
             elif not obj["metadata"].get("deletionTimestamp"):
                 obj["metadata"]["deletionTimestamp"] = self._clock().isoformat()
                 self._objects.save(obj)
@@ -118,7 +130,7 @@ class LocalRuntime:
     # --- LogReader capability ------------------------------------------------------------------------
 
     def log_path(self, namespace: str, pod: str) -> Path:
-        return self._logs / namespace / f"{pod}.log"
+        return self._kubelet.log_path(namespace, pod)
 
     def read_log(self, namespace: str, pod: str, follow: bool = False,
                  tail_bytes: int | None = None) -> Iterator[bytes]:
@@ -155,13 +167,10 @@ class LocalRuntime:
         Pods stopped this way get the DisruptionTarget condition, so the Job's failure policy ignores them
         and the next start recreates them: a machine shutdown is not a workload failure."""
         if stop_pods:
-            self._draining.set()  # from now on pods are only observed: none is created or started
+            self._draining.set()  # from now on pods are only observed: none is created, started or restarted
             with self._lock:
                 for pod in self._objects.all("Pod"):
-                    if pod["status"]["phase"] not in TERMINAL:
-                        pod["metadata"].setdefault("annotations", {})[DISRUPTED_ANNOTATION] = "shutdown"
-                        self._terminate_pod(pod)
-                        self._objects.save(pod)
+                    self._kubelet.shut_down(pod)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 self.sync_once()
@@ -174,6 +183,7 @@ class LocalRuntime:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._kubelet.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -187,82 +197,40 @@ class LocalRuntime:
     # --- the sync loop -------------------------------------------------------------------------------
 
     def sync_once(self) -> None:
-        changed: set[OwnerKey] = set()
+        due = self._due_autoscalers()
+        values = {uid: self._pod_metrics(*query) for uid, query in due.items()}  # outside the lock: see PodMetrics
         with self._lock:
-            self._reap_children()
+            changed, self._pending = self._pending, set()
+            draining = self._draining.is_set()
+            self._kubelet.begin_tick()
             for pod in list(self._objects.all("Pod")):
-                if self._observe_pod(pod):
+                if self._kubelet.sync_pod(pod, draining):
                     changed |= self._owners_of(pod)
-            if not self._draining.is_set():
+            self._kubelet.end_tick()
+            if not draining:
+                for hpa in list(self._objects.all("HorizontalPodAutoscaler")):
+                    if hpa["metadata"]["uid"] in values:
+                        changed |= self._sync_hpa(hpa, values[hpa["metadata"]["uid"]])
                 for job in list(self._objects.all("Job")):
                     if self._sync_job(job):
                         changed |= self._owners_of(job)
+                for deployment in list(self._objects.all("Deployment")):
+                    if self._sync_deployment(deployment):
+                        changed |= self._owners_of(deployment)
                 changed |= self._schedule()
         for key in changed:
             for callback in self._subscribers:
                 callback(key)
 
-    def _reap_children(self) -> None:
-        for pid, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[pid]
-
-    def _observe_pod(self, pod: dict[str, Any]) -> bool:
-        """Update a pod from its processes; remove it once deleted and stopped. True if anything changed."""
-        status = pod["status"]
-        meta = pod["metadata"]
-        if status["phase"] == "Running":
-            result = processes.probe(self._pod_dir(pod), status["pid"], status.get("pidStartTicks"))
-            if result.state == "running":
-                if meta.get("deletionTimestamp") and self._grace_expired(pod):
-                    processes.kill_pod(meta["uid"], status["pid"], status.get("pidStartTicks"))
-                return False
-            terminated = dict(result.exit or {"exitCode": 137, "reason": "Lost",
-                                              "message": "the pod's supervisor died without reporting an exit code"})
-            if result.state == "lost":
-                processes.kill_pod(meta["uid"], None, None)  # nothing of a lost pod may keep running
-            self._finish_pod(pod, terminated)
-            self._objects.save(pod)
-            return True
-        if meta.get("deletionTimestamp") and (status["phase"] in TERMINAL or status["phase"] == "Pending"):
-            self._objects.remove("Pod", meta["namespace"], meta["name"])
-            shutil.rmtree(self._pod_dir(pod), ignore_errors=True)
-            for port in status.get("hostPorts", {}).values():
-                self._reserved_ports.discard(port)
-            return True
-        return False
-
-    def _finish_pod(self, pod: dict[str, Any], terminated: dict[str, Any]) -> None:
-        status = pod["status"]
-        code = int(terminated.get("exitCode", 137))
-        disrupted = pod["metadata"].get("annotations", {}).get(DISRUPTED_ANNOTATION)
-        status["phase"] = "Succeeded" if code == 0 and not disrupted else "Failed"
-        if disrupted:
-            status.setdefault("conditions", []).append({
-                "type": "DisruptionTarget", "status": "True", "reason": "TerminationByShipyard",
-                "message": f"pod stopped by the local runtime ({disrupted})",
-                "lastTransitionTime": self._clock().isoformat()})
-        finished = datetime.fromtimestamp(float(terminated.get("finishedAt", time.time())), timezone.utc)
-        status["containerStatuses"] = [{
-            "name": pod["spec"]["containers"][0]["name"], "ready": False, "restartCount": 0,
-            "state": {"terminated": {
-                "exitCode": code, "reason": terminated.get("reason", "Error"),
-                "message": terminated.get("message", ""), "startedAt": status.get("startTime"),
-                "finishedAt": finished.isoformat()}}}]
-        if terminated.get("reason") == "StartError":
-            status["message"] = terminated.get("message", "")
-
-    def _grace_expired(self, pod: dict[str, Any]) -> bool:
-        deleted = datetime.fromisoformat(pod["metadata"]["deletionTimestamp"])
-        grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
-        return (self._clock() - deleted).total_seconds() > grace + KILL_AFTER_GRACE_SECONDS
+    def _owned_pods(self, owner: dict[str, Any]) -> list[dict[str, Any]]:
+        return [p for p in self._objects.all("Pod") if self._owned_by(p, owner)]
 
     def _sync_job(self, job: dict[str, Any]) -> bool:
         meta = job["metadata"]
-        pods = [p for p in self._objects.all("Pod") if self._owned_by(p, job)]
+        pods = self._owned_pods(job)
         if meta.get("deletionTimestamp"):
             for pod in pods:
-                self._delete_pod(pod)
+                self._kubelet.delete(pod)
             if not pods:
                 self._objects.remove("Job", meta["namespace"], meta["name"])
                 return True
@@ -271,52 +239,131 @@ class LocalRuntime:
         decision = sync_job(job, pods, self._clock())
         by_name = {p["metadata"]["name"]: p for p in pods}
         for name in decision.delete_pods:
-            self._delete_pod(by_name[name])
+            self._kubelet.delete(by_name[name])
         for index in decision.create_indexes:
-            self._create_pod(job, index)
+            template = job["spec"]["template"]
+            job_name = job["metadata"]["name"]
+            self._create_pod(job, f"{job_name}-{index}-{uuid.uuid4().hex[:5]}",
+                             {COMPLETION_INDEX: str(index), "batch.kubernetes.io/job-name": job_name,
+                              "job-name": job_name},
+                             {COMPLETION_INDEX: str(index)},
+                             {**template["spec"], "hostname": f"{job_name}-{index}"})
         if decision.status != before or decision.delete_pods or decision.create_indexes:
             job["status"] = decision.status
             self._objects.save(job)
             return True
         return False
 
-    def _create_pod(self, job: dict[str, Any], index: int) -> None:
-        template = job["spec"]["template"]
-        name = f"{job['metadata']['name']}-{index}-{uuid.uuid4().hex[:5]}"
-        annotations = {**template.get("metadata", {}).get("annotations", {}), COMPLETION_INDEX: str(index)}
-        labels = {**template.get("metadata", {}).get("labels", {}), COMPLETION_INDEX: str(index),
-                  "batch.kubernetes.io/job-name": job["metadata"]["name"],
-                  "job-name": job["metadata"]["name"]}
-        spec = dict(template["spec"])
-        spec["hostname"] = f"{job['metadata']['name']}-{index}"
-        pod = {
+    def _sync_deployment(self, deployment: dict[str, Any]) -> bool:
+        meta = deployment["metadata"]
+        pods = self._owned_pods(deployment)
+        if meta.get("deletionTimestamp"):
+            for pod in pods:
+                self._kubelet.delete(pod)
+            if not pods:
+                self._objects.remove("Deployment", meta["namespace"], meta["name"])
+                return True
+            return False
+        before = deployment.get("status", {})
+        decision = sync_deployment(deployment, pods, self._clock())
+        by_name = {p["metadata"]["name"]: p for p in pods}
+        for name in decision.delete_pods:
+            self._kubelet.delete(by_name[name])
+        template = deployment["spec"]["template"]
+        for _ in range(decision.create):
+            suffix = "".join(random.choice(NAME_ALPHABET) for _ in range(5))
+            # The API server defaults a Deployment pod's restartPolicy to Always (the only value allowed).
+            self._create_pod(deployment, f"{meta['name']}-{decision.template_hash}-{suffix}",
+                             {TEMPLATE_HASH: decision.template_hash}, {},
+                             {"restartPolicy": "Always", **copy.deepcopy(template["spec"])})
+        if decision.status != before or decision.delete_pods or decision.create:
+            deployment["status"] = decision.status
+            self._objects.save(deployment)
+            return True
+        return False
+
+    def _create_pod(self, owner: dict[str, Any], name: str, labels: dict[str, str], annotations: dict[str, str],
+                    spec: dict[str, Any]) -> None:
+        template_meta = owner["spec"]["template"].get("metadata", {})
+        self._objects.save({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": job["metadata"]["namespace"], "uid": str(uuid.uuid4()),
-                         "labels": labels, "annotations": annotations,
+            "metadata": {"name": name, "namespace": owner["metadata"]["namespace"], "uid": str(uuid.uuid4()),
+                         "labels": {**template_meta.get("labels", {}), **labels},
+                         "annotations": {**template_meta.get("annotations", {}), **annotations},
                          "creationTimestamp": self._clock().isoformat(),
-                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "controller": True,
-                                              "name": job["metadata"]["name"], "uid": job["metadata"]["uid"]}]},
+                         "ownerReferences": [{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
+                                              "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
+                                              "controller": True, "blockOwnerDeletion": True}]},
             "spec": spec,
             "status": {"phase": "Pending"},
-        }
-        self._objects.save(pod)
+        })
 
-    def _delete_pod(self, pod: dict[str, Any]) -> None:
-        if pod["metadata"].get("deletionTimestamp"):
-            return
-        pod["metadata"]["deletionTimestamp"] = self._clock().isoformat()
-        self._terminate_pod(pod)
-        self._objects.save(pod)
+    # --- autoscaling ---------------------------------------------------------------------------------
 
-    def _terminate_pod(self, pod: dict[str, Any]) -> None:
-        status = pod["status"]
-        if status["phase"] == "Running":
-            processes.terminate(status["pid"], status.get("pidStartTicks"))
+    def _due_autoscalers(self) -> dict[str, tuple[str, list[str], list[str]]]:
+        """HPAs whose sync period has passed: uid → (namespace, target's pod names, metric names)."""
+        due: dict[str, tuple[str, list[str], list[str]]] = {}
+        now = self._clock()
+        with self._lock:
+            if self._draining.is_set():
+                return due
+            for hpa in self._objects.all("HorizontalPodAutoscaler"):
+                uid, ns = hpa["metadata"]["uid"], hpa["metadata"]["namespace"]
+                last = self._hpa_synced.get(uid)
+                if last is not None and (now - last).total_seconds() < self._hpa_sync_seconds:
+                    continue
+                self._hpa_synced[uid] = now
+                target = self._hpa_target(hpa)
+                pods = [p["metadata"]["name"] for p in self._owned_pods(target)] if target else []
+                metrics = [m["pods"]["metric"]["name"] for m in hpa["spec"].get("metrics", [])
+                           if m.get("type") == "Pods" and "pods" in m]
+                due[uid] = (ns, pods, metrics)
+        return due
 
-    # --- placement and start -------------------------------------------------------------------------
+    def _pod_metrics(self, namespace: str, pods: list[str], metrics: list[str]) -> dict[tuple[str, str], float] | None:
+        if self._metrics is None:
+            return None
+        values: dict[tuple[str, str], float] = {}
+        for pod in pods:
+            for metric in metrics:
+                try:
+                    value = self._metrics.pod_metric(namespace, pod, metric)
+                except Exception:  # noqa: BLE001 - a broken metrics source is a missing sample, not a dead loop
+                    log.exception("pod metric %s of %s/%s", metric, namespace, pod)
+                    value = None
+                if value is not None:
+                    values[(pod, metric)] = float(value)
+        return values
+
+    def _hpa_target(self, hpa: dict[str, Any]) -> dict[str, Any] | None:
+        ref = hpa["spec"].get("scaleTargetRef", {})
+        if ref.get("kind") != "Deployment":
+            return None
+        target = self._objects.get("Deployment", hpa["metadata"]["namespace"], ref.get("name", ""))
+        return None if target is None or target["metadata"].get("deletionTimestamp") else target
+
+    def _sync_hpa(self, hpa: dict[str, Any], values: dict[tuple[str, str], float] | None) -> set[OwnerKey]:
+        changed: set[OwnerKey] = set()
+        target = self._hpa_target(hpa)
+        pods = self._owned_pods(target) if target else []
+        memory = self._hpa_memory.setdefault(hpa["metadata"]["uid"], HpaMemory())
+        decision = sync_hpa(hpa, target, pods, values, memory, self._clock())
+        if decision.replicas is not None and target is not None:
+            # What the scale subresource does: spec.replicas changes, so the generation moves.
+            target["spec"]["replicas"] = decision.replicas
+            target["metadata"]["generation"] = target["metadata"].get("generation", 1) + 1
+            self._objects.save(target)
+            changed |= self._owners_of(target)
+        if decision.status != hpa.get("status"):
+            hpa["status"] = decision.status
+            self._objects.save(hpa)
+            changed |= self._owners_of(hpa)
+        return changed
+
+    # --- placement -----------------------------------------------------------------------------------
 
     def _schedule(self) -> set[OwnerKey]:
-        """Place pending pods gang by gang (all pods of a Job waiting together), oldest first."""
+        """Place pending pods, oldest first: a Job's pods as one gang (all together or none), others one by one."""
         changed: set[OwnerKey] = set()
         pending = [p for p in self._objects.all("Pod")
                    if p["status"]["phase"] == "Pending" and not p["metadata"].get("deletionTimestamp")]
@@ -327,7 +374,8 @@ class LocalRuntime:
         free = Allocation.free(self._capacity, running)
         gangs: dict[str, list[dict[str, Any]]] = {}
         for pod in sorted(pending, key=lambda p: p["metadata"]["creationTimestamp"]):
-            gangs.setdefault(pod["metadata"]["ownerReferences"][0]["uid"], []).append(pod)
+            owner = pod["metadata"]["ownerReferences"][0]
+            gangs.setdefault(owner["uid"] if owner["kind"] == "Job" else pod["metadata"]["uid"], []).append(pod)
         for gang in gangs.values():
             requests = [Request.of_pod(p) for p in gang]
             trial = Allocation(free.cpu, free.memory, list(free.free_gpus))
@@ -339,7 +387,7 @@ class LocalRuntime:
                         changed |= self._owners_of(pod)
                 continue
             free = trial
-            self._start_gang(gang, [p or [] for p in placements])
+            self._kubelet.start_gang(gang, [p or [] for p in placements])
             for pod in gang:
                 changed |= self._owners_of(pod)
         return changed
@@ -354,83 +402,7 @@ class LocalRuntime:
         self._objects.save(pod)
         return True
 
-    def _start_gang(self, gang: list[dict[str, Any]], gpus: list[list[str]]) -> None:
-        for pod in gang:
-            ports = {}
-            for container in pod["spec"]["containers"]:
-                for port in container.get("ports", []):
-                    ports[str(port["containerPort"])] = free_port(self._reserved_ports)
-            pod["status"]["hostPorts"] = ports
-        peers = [self._address(p) for p in self._objects.all("Pod")
-                 if p["metadata"]["namespace"] == gang[0]["metadata"]["namespace"] and p["status"].get("hostPorts")
-                 and not p["metadata"].get("deletionTimestamp")]
-        services = {name for svc in self._objects.all("Service")
-                    if svc["metadata"]["namespace"] == gang[0]["metadata"]["namespace"]
-                    for name in _qualified(svc["metadata"]["name"], svc["metadata"]["namespace"])}
-        for pod, pod_gpus in zip(gang, gpus):
-            self._start_pod(pod, pod_gpus, peers, services)
-
-    @staticmethod
-    def _address(pod: dict[str, Any]) -> PodAddress:
-        return PodAddress(pod["metadata"]["namespace"], pod["spec"].get("hostname", pod["metadata"]["name"]),
-                          pod["spec"].get("subdomain"),
-                          {int(k): v for k, v in pod["status"].get("hostPorts", {}).items()})
-
-    def _start_pod(self, pod: dict[str, Any], gpus: list[str], peers: list[PodAddress], services: set[str]) -> None:
-        meta, status = pod["metadata"], pod["status"]
-        container = pod["spec"]["containers"][0]
-        pod_dir = self._pod_dir(pod)
-        now = self._clock().isoformat()
-        status["conditions"] = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]
-        status["gpus"] = gpus
-        try:
-            mounts = mount_map(pod, container, self._volumes, pod_dir)
-            env = resolve_env(pod, container, self._address(pod), peers, services)
-            env = {k: substitute(v, mounts) for k, v in env.items()}
-            argv = [substitute(a, mounts) for a in container.get("command", []) + container.get("args", [])]
-            if not argv:
-                raise ValueError("the local runtime needs an explicit command (there is no image entrypoint)")
-        except (ValueError, OSError) as exc:
-            self._finish_pod(pod, {"exitCode": 128, "reason": "StartError", "message": str(exc)})
-            self._objects.save(pod)
-            return
-        process_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-        bin_dir = str(Path(sys.executable).parent)
-        process_env["PATH"] = bin_dir + os.pathsep + process_env.get("PATH", "")
-        process_env.update(env)
-        process_env.update({"HOSTNAME": pod["spec"]["hostname"], "SHIPYARD_POD_NAME": meta["name"],
-                            processes.POD_UID_ENV: meta["uid"]})
-        for mount_path, path in mounts.items():
-            name = next((m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == mount_path), "")
-            process_env[f"SHIPYARD_VOLUME_{name.upper().replace('-', '_')}"] = str(path)
-        if self._capacity.gpus:
-            process_env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-        cwd = self._working_dir(pod, container, mounts)
-        child = processes.launch(pod_dir, argv, process_env, cwd, self.log_path(meta["namespace"], meta["name"]),
-                                 float(pod["spec"].get("terminationGracePeriodSeconds", 30)))
-        self._children[child.pid] = child
-        status.update({"phase": "Running", "pid": child.pid, "pidStartTicks": processes.start_ticks(child.pid),
-                       "startTime": now, "podIP": "127.0.0.1",
-                       "containerStatuses": [{"name": container["name"], "ready": True, "restartCount": 0,
-                                              "state": {"running": {"startedAt": now}}}]})
-        self._objects.save(pod)
-
-    def _working_dir(self, pod: dict[str, Any], container: dict[str, Any], mounts: dict[str, Path]) -> str:
-        """The image's WORKDIR has no local equivalent: use workingDir if it exists here, else the directory
-        the manifest was applied from, else SHIPYARD_HOME."""
-        if container.get("workingDir"):
-            candidate = substitute(container["workingDir"], mounts)
-            if os.path.isdir(candidate):
-                return candidate
-        applied_from = pod["metadata"].get("annotations", {}).get(LOCAL_WORKDIR_ANNOTATION)
-        if applied_from and os.path.isdir(applied_from):
-            return applied_from
-        return str(self._root.parent)
-
     # --- helpers -------------------------------------------------------------------------------------
-
-    def _pod_dir(self, pod: dict[str, Any]) -> Path:
-        return self._root / "pods" / pod["metadata"]["namespace"] / pod["metadata"]["name"]
 
     @staticmethod
     def _owned_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
@@ -449,16 +421,18 @@ class LocalRuntime:
         return out
 
     def _with_server_fields(self, desired: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
-        merged = {k: v for k, v in desired.items()}
-        meta = dict(desired["metadata"])
+        """What the API server adds: uid, creationTimestamp, generation (moved by spec changes only), and for a
+        Deployment applied without replicas the current count (an HPA owns it), 1 on create."""
+        meta = desired["metadata"]
         meta["uid"] = current["metadata"]["uid"] if current else str(uuid.uuid4())
         meta["creationTimestamp"] = current["metadata"]["creationTimestamp"] if current else self._clock().isoformat()
-        merged["metadata"] = meta
-        return merged
-
-    @staticmethod
-    def _initial_status(kind: str) -> dict[str, Any]:
-        return {"PersistentVolumeClaim": {"phase": "Bound"}, "Job": {}, "Service": {}}.get(kind, {})
+        if desired["kind"] == "Deployment" and "replicas" not in desired.get("spec", {}):
+            desired.setdefault("spec", {})["replicas"] = int(current["spec"].get("replicas", 1)) if current else 1
+        generation = int(current["metadata"].get("generation", 1)) if current else 0
+        if current is None or current.get("spec") != desired.get("spec"):
+            generation += 1
+        meta["generation"] = generation
+        return desired
 
     def job_is_finished(self, namespace: str, name: str) -> bool:
         job = self.get("Job", namespace, name)

@@ -1,0 +1,353 @@
+"""The local node agent: a pod's containers from start to removal, as the kubelet runs them on a node.
+
+The LocalRuntime decides which pods should exist (the controllers' job); this module makes the processes
+match: it starts a placed pod's container under a shim, watches it, restarts it in place when its
+restartPolicy says so (lifecycle.py: crash-loop back-off, restartCount, lastState; the pod keeps its name,
+uid and host ports), runs its readiness probe (probes.py) into the Ready condition, and stops it on deletion
+(not ready at once, preStop delay, SIGTERM, SIGKILL after the grace period). Every method runs under the
+runtime's lock, on the sync thread or an API call; only the probes run elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import processes
+from .jobs import TERMINAL
+from .lifecycle import Backoff, grace_seconds, kill_after_sigterm, prestop_seconds, should_restart
+from .network import LOOPBACK, PodAddress, _qualified, free_port, resolve_argv, resolve_env
+from .probes import Prober, Timing, readiness_check
+from .state import ObjectFiles
+from .volumes import mount_map, substitute
+
+log = logging.getLogger(__name__)
+
+LOCAL_WORKDIR_ANNOTATION = "shipyard.dev/local-workdir"
+DISRUPTED_ANNOTATION = "shipyard.dev/disrupted"
+KILL_AFTER_GRACE_SECONDS = 5.0
+# The daemon's own secrets never reach workloads.
+_SCRUBBED_ENV = ("SHIPYARD_TOKEN",)
+
+
+def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses = pod["status"].setdefault("containerStatuses", [{}])
+    statuses[0].setdefault("name", pod["spec"]["containers"][0]["name"])
+    return statuses[0]
+
+
+class Kubelet:
+    def __init__(self, objects: ObjectFiles, root: Path, volumes: Path, logs: Path,
+                 clock: Callable[[], datetime], backoff: Backoff, gpus: bool, wake: Callable[[], None]):
+        self._objects = objects
+        self._root = root
+        self._volumes = volumes
+        self._logs = logs
+        self._clock = clock
+        self._backoff = backoff
+        self._gpus = gpus
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._prober = Prober(wake)
+        self._probed: set[tuple[str, int]] = set()
+        self._unprobeable: set[str] = set()
+        self.reserved_ports: set[int] = {
+            port for pod in objects.all("Pod") for port in pod["status"].get("hostPorts", {}).values()}
+
+    def log_path(self, namespace: str, pod: str) -> Path:
+        return self._logs / namespace / f"{pod}.log"
+
+    def pod_dir(self, pod: dict[str, Any]) -> Path:
+        return self._root / "pods" / pod["metadata"]["namespace"] / pod["metadata"]["name"]
+
+    def close(self) -> None:
+        self._prober.close()
+
+    # --- every tick ----------------------------------------------------------------------------------
+
+    def begin_tick(self) -> None:
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[pid]
+        self._probed = set()
+
+    def end_tick(self) -> None:
+        self._prober.forget(self._probed)
+
+    def sync_pod(self, pod: dict[str, Any], draining: bool) -> bool:
+        """Match a pod's processes to it; remove it once deleted and stopped. True if its status changed in a
+        way its owners should hear about (phase, container state, readiness, removal)."""
+        status, meta = pod["status"], pod["metadata"]
+        if status["phase"] == "Running" and status.get("pid"):
+            result = processes.probe(self.pod_dir(pod), status["pid"], status.get("pidStartTicks"))
+            if result.state == "running":
+                signalled = self._terminate_if_due(pod)
+                changed = self._update_readiness(pod)
+                if changed or signalled:
+                    self._objects.save(pod)
+                return changed
+            terminated = dict(result.exit or {"exitCode": 137, "reason": "Lost",
+                                              "message": "the pod's supervisor died without reporting an exit code"})
+            if result.state == "lost":
+                processes.kill_pod(meta["uid"], None, None)  # nothing of a lost pod may keep running
+            if (should_restart(pod, int(terminated.get("exitCode", 137))) and not draining
+                    and not meta.get("deletionTimestamp") and not meta.get("annotations", {}).get(DISRUPTED_ANNOTATION)):
+                self._wait_to_restart(pod, terminated)
+            else:
+                self._finish_pod(pod, terminated)
+            self._objects.save(pod)
+            return True
+        if status["phase"] == "Running":  # waiting out a crash-loop back-off, no process
+            if meta.get("deletionTimestamp") or draining or meta.get("annotations", {}).get(DISRUPTED_ANNOTATION):
+                last = _container_status(pod).get("lastState", {}).get("terminated", {})
+                self._finish_pod(pod, {k: last[k] for k in ("exitCode", "reason", "message") if k in last})
+                self._objects.save(pod)
+                return True
+            until = status.get("restartBackoff", {}).get("until")
+            if until and self._clock() < datetime.fromisoformat(until):
+                return False
+            self._start_container(pod, restart=True)
+            self._objects.save(pod)
+            return True
+        if meta.get("deletionTimestamp") and (status["phase"] in TERMINAL or status["phase"] == "Pending"):
+            self._objects.remove("Pod", meta["namespace"], meta["name"])
+            shutil.rmtree(self.pod_dir(pod), ignore_errors=True)
+            for port in status.get("hostPorts", {}).values():
+                self.reserved_ports.discard(port)
+            return True
+        return False
+
+    # --- readiness -----------------------------------------------------------------------------------
+
+    def _update_readiness(self, pod: dict[str, Any]) -> bool:
+        container = pod["spec"]["containers"][0]
+        probe = container.get("readinessProbe")
+        current = _container_status(pod)
+        if pod["metadata"].get("deletionTimestamp"):
+            ready = False
+        elif not probe:
+            ready = True
+        else:
+            key = (pod["metadata"]["uid"], int(current.get("restartCount", 0)))
+            self._probed.add(key)
+            started = current.get("state", {}).get("running", {}).get("startedAt")
+            running_for = (self._clock() - datetime.fromisoformat(started)).total_seconds() if started else 0.0
+            try:
+                verdict = self._prober.observe(key, Timing.of(probe), lambda: readiness_check(
+                    pod, container, lambda: self._exec_context(pod)), running_for)
+            except ValueError as exc:
+                if pod["metadata"]["uid"] not in self._unprobeable:
+                    self._unprobeable.add(pod["metadata"]["uid"])
+                    log.warning("pod %s: %s; it never becomes ready", pod["metadata"]["name"], exc)
+                verdict = False
+            ready = bool(current.get("ready")) if verdict is None else verdict
+        return self._set_ready(pod, ready)
+
+    def _set_ready(self, pod: dict[str, Any], ready: bool) -> bool:
+        """Set containerStatuses[].ready and the ContainersReady/Ready conditions; True if readiness changed."""
+        value = "True" if ready else "False"
+        conditions = pod["status"].setdefault("conditions", [])
+        old = next((c for c in conditions if c["type"] == "Ready"), None)
+        if old is not None and old["status"] == value:
+            return False
+        now = self._clock().isoformat()
+        if pod["status"].get("containerStatuses"):
+            _container_status(pod)["ready"] = ready
+        reason = {} if ready else {"reason": "ContainersNotReady",
+                                   "message": "containers with unready status: "
+                                              f"[{pod['spec']['containers'][0]['name']}]"}
+        pod["status"]["conditions"] = [c for c in conditions if c["type"] not in ("ContainersReady", "Ready")] + [
+            {"type": t, "status": value, "lastTransitionTime": now, **reason} for t in ("ContainersReady", "Ready")]
+        return True
+
+    def _exec_context(self, pod: dict[str, Any]) -> tuple[dict[str, str], str | None]:
+        launch = json.loads((self.pod_dir(pod) / "launch.json").read_text())
+        return launch["env"], launch["cwd"]
+
+    # --- stopping ------------------------------------------------------------------------------------
+
+    def delete(self, pod: dict[str, Any]) -> None:
+        """Begin graceful deletion: not ready at once (routing stops), SIGTERM after the preStop delay."""
+        if pod["metadata"].get("deletionTimestamp"):
+            return
+        pod["metadata"]["deletionTimestamp"] = self._clock().isoformat()
+        self._set_ready(pod, False)
+        self._terminate_if_due(pod)
+        self._objects.save(pod)
+
+    def shut_down(self, pod: dict[str, Any]) -> None:
+        """Stop a pod for a machine shutdown: SIGTERM now, no preStop (the gateway is going down with us)."""
+        status = pod["status"]
+        if status["phase"] != "Running":
+            return  # a pending pod is simply not started; it runs after the next start
+        pod["metadata"].setdefault("annotations", {})[DISRUPTED_ANNOTATION] = "shutdown"
+        self._set_ready(pod, False)
+        if status["phase"] == "Running" and status.get("pid"):
+            processes.terminate(status["pid"], status.get("pidStartTicks"))
+            status["sigtermSentAt"] = self._clock().isoformat()
+        self._objects.save(pod)
+
+    def _terminate_if_due(self, pod: dict[str, Any]) -> bool:
+        """SIGTERM once the preStop delay after the deletion has passed; SIGKILL after the grace period (the
+        shim kills on its own at that point; this catches a shim that cannot). True if SIGTERM was sent."""
+        status = pod["status"]
+        deleted = pod["metadata"].get("deletionTimestamp")
+        if not deleted or status["phase"] != "Running" or not status.get("pid"):
+            return False
+        elapsed = (self._clock() - datetime.fromisoformat(deleted)).total_seconds()
+        if not status.get("sigtermSentAt") and elapsed >= prestop_seconds(pod):
+            processes.terminate(status["pid"], status.get("pidStartTicks"))
+            status["sigtermSentAt"] = self._clock().isoformat()
+            return True
+        if elapsed > grace_seconds(pod) + KILL_AFTER_GRACE_SECONDS:
+            processes.kill_pod(pod["metadata"]["uid"], status["pid"], status.get("pidStartTicks"))
+        return False
+
+    def _finish_pod(self, pod: dict[str, Any], terminated: dict[str, Any]) -> None:
+        status = pod["status"]
+        code = int(terminated.get("exitCode", 137))
+        disrupted = pod["metadata"].get("annotations", {}).get(DISRUPTED_ANNOTATION)
+        status["phase"] = "Succeeded" if code == 0 and not disrupted else "Failed"
+        status["pid"] = None
+        if disrupted:
+            status.setdefault("conditions", []).append({
+                "type": "DisruptionTarget", "status": "True", "reason": "TerminationByShipyard",
+                "message": f"pod stopped by the local runtime ({disrupted})",
+                "lastTransitionTime": self._clock().isoformat()})
+        self._set_ready(pod, False)
+        previous = _container_status(pod)
+        finished = datetime.fromtimestamp(float(terminated.get("finishedAt", self._clock().timestamp())),
+                                          timezone.utc)
+        started = previous.get("state", {}).get("running", {}).get("startedAt", status.get("startTime"))
+        status["containerStatuses"] = [{
+            "name": pod["spec"]["containers"][0]["name"], "ready": False,
+            "restartCount": int(previous.get("restartCount", 0)),
+            "state": {"terminated": {
+                "exitCode": code, "reason": terminated.get("reason", "Error"),
+                "message": terminated.get("message", ""), "startedAt": started,
+                "finishedAt": finished.isoformat()}},
+            **({"lastState": previous["lastState"]} if previous.get("lastState") else {})}]
+        if terminated.get("reason") == "StartError":
+            status["message"] = terminated.get("message", "")
+
+    # --- restarting ----------------------------------------------------------------------------------
+
+    def _wait_to_restart(self, pod: dict[str, Any], terminated: dict[str, Any], reason: str = "CrashLoopBackOff",
+                         message: str | None = None) -> None:
+        """The container stopped (or could not start) and will be restarted in place after a back-off."""
+        status = pod["status"]
+        current = _container_status(pod)
+        now = self._clock()
+        started = current.get("state", {}).get("running", {}).get("startedAt")
+        finished = datetime.fromtimestamp(float(terminated.get("finishedAt", now.timestamp())), timezone.utc)
+        ran_for = (finished - datetime.fromisoformat(started)).total_seconds() if started else 0.0
+        delay = self._backoff.next_delay(status.get("restartBackoff", {}).get("seconds"), ran_for)
+        name = pod["spec"]["containers"][0]["name"]
+        if started:
+            current["lastState"] = {"terminated": {
+                "exitCode": int(terminated.get("exitCode", 137)), "reason": terminated.get("reason", "Error"),
+                "message": terminated.get("message", ""), "startedAt": started, "finishedAt": finished.isoformat()}}
+        current["state"] = {"waiting": {"reason": reason, "message": message or (
+            f"back-off {delay:g}s restarting failed container={name} pod={pod['metadata']['name']}")}}
+        status.update({"pid": None, "pidStartTicks": None,
+                       "restartBackoff": {"seconds": delay, "until": (now + timedelta(seconds=delay)).isoformat()}})
+        self._set_ready(pod, False)
+
+    # --- starting ------------------------------------------------------------------------------------
+
+    def start_gang(self, gang: list[dict[str, Any]], gpus: list[list[str]]) -> None:
+        for pod, pod_gpus in zip(gang, gpus):
+            ports = {}
+            for container in pod["spec"]["containers"]:
+                for port in container.get("ports", []):
+                    ports[str(port["containerPort"])] = free_port(self.reserved_ports)
+            now = self._clock().isoformat()
+            pod["status"].update({"hostPorts": ports, "gpus": pod_gpus, "podIP": LOOPBACK, "startTime": now,
+                                  "conditions": [{"type": "PodScheduled", "status": "True",
+                                                  "lastTransitionTime": now}]})
+        for pod in gang:
+            self._start_container(pod, restart=False)
+            self._objects.save(pod)
+
+    def _start_container(self, pod: dict[str, Any], restart: bool) -> None:
+        try:
+            self._launch(pod, restart)
+        except (ValueError, OSError) as exc:
+            if should_restart(pod, 128):
+                # Kubernetes keeps such a pod waiting (CreateContainerConfigError) and retries; replacing it
+                # would only fail the same way, as fast as the sync loop runs.
+                self._wait_to_restart(pod, {"exitCode": 128, "reason": "StartError", "message": str(exc)},
+                                      "CreateContainerConfigError", str(exc))
+                pod["status"]["phase"] = "Running"
+            else:
+                self._finish_pod(pod, {"exitCode": 128, "reason": "StartError", "message": str(exc)})
+
+    def _network(self, pod: dict[str, Any]) -> tuple[list[PodAddress], set[str]]:
+        namespace = pod["metadata"]["namespace"]
+        peers = [_address(p) for p in self._objects.all("Pod")
+                 if p["metadata"]["namespace"] == namespace and p["status"].get("hostPorts")
+                 and not p["metadata"].get("deletionTimestamp")]
+        services = {name for svc in self._objects.all("Service") if svc["metadata"]["namespace"] == namespace
+                    for name in _qualified(svc["metadata"]["name"], namespace)}
+        return peers, services
+
+    def _launch(self, pod: dict[str, Any], restart: bool) -> None:
+        meta, status = pod["metadata"], pod["status"]
+        container = pod["spec"]["containers"][0]
+        pod_dir = self.pod_dir(pod)
+        me = _address(pod)
+        mounts = mount_map(pod, container, self._volumes, pod_dir)
+        env = resolve_env(pod, container, me, *self._network(pod))
+        env = {k: substitute(v, mounts) for k, v in env.items()}
+        argv = [substitute(a, mounts) for a in resolve_argv(
+            container.get("command", []) + container.get("args", []), env, me.host_ports)]
+        if not argv:
+            raise ValueError("the local runtime needs an explicit command (there is no image entrypoint)")
+        process_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+        process_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + process_env.get("PATH", "")
+        process_env.update(env)
+        process_env.update({"HOSTNAME": pod["spec"].get("hostname") or meta["name"],
+                            "SHIPYARD_POD_NAME": meta["name"], processes.POD_UID_ENV: meta["uid"]})
+        for mount_path, path in mounts.items():
+            name = next((m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == mount_path), "")
+            process_env[f"SHIPYARD_VOLUME_{name.upper().replace('-', '_')}"] = str(path)
+        if self._gpus:
+            process_env["CUDA_VISIBLE_DEVICES"] = ",".join(status.get("gpus", []))
+        child = processes.launch(pod_dir, argv, process_env, self._working_dir(pod, container, mounts),
+                                 self.log_path(meta["namespace"], meta["name"]), kill_after_sigterm(pod))
+        self._children[child.pid] = child
+        previous = _container_status(pod) if restart else {}
+        now = self._clock().isoformat()
+        status.update({"phase": "Running", "pid": child.pid, "pidStartTicks": processes.start_ticks(child.pid)})
+        status["containerStatuses"] = [{
+            "name": container["name"], "ready": False,
+            "restartCount": int(previous.get("restartCount", 0)) + (1 if restart else 0),
+            "state": {"running": {"startedAt": now}},
+            **({"lastState": previous["lastState"]} if previous.get("lastState") else {})}]
+        self._set_ready(pod, not container.get("readinessProbe"))
+        if not container.get("readinessProbe"):
+            _container_status(pod)["ready"] = True
+
+    def _working_dir(self, pod: dict[str, Any], container: dict[str, Any], mounts: dict[str, Path]) -> str:
+        """The image's WORKDIR has no local equivalent: use workingDir if it exists here, else the directory
+        the manifest was applied from, else SHIPYARD_HOME."""
+        if container.get("workingDir"):
+            candidate = substitute(container["workingDir"], mounts)
+            if os.path.isdir(candidate):
+                return candidate
+        applied_from = pod["metadata"].get("annotations", {}).get(LOCAL_WORKDIR_ANNOTATION)
+        if applied_from and os.path.isdir(applied_from):
+            return applied_from
+        return str(self._root.parent)
+
+
+def _address(pod: dict[str, Any]) -> PodAddress:
+    return PodAddress(pod["metadata"]["namespace"], pod["spec"].get("hostname", pod["metadata"]["name"]),
+                      pod["spec"].get("subdomain"),
+                      {int(k): v for k, v in pod["status"].get("hostPorts", {}).items()})
