@@ -195,7 +195,7 @@ class Instance:
         return result
 
     def up(self) -> None:
-        self.cli("up", "--detach", "--port", "0", timeout=120)
+        self.cli("up", "--detach", "--port", "0", "--gateway-port", "0", timeout=120)
         info = json.loads((self.home / "daemon.json").read_text())
         self.daemon_pid, self.url = int(info["pid"]), str(info["url"])
 

@@ -13,7 +13,7 @@ shipyard down >/dev/null 2>&1 || true
 rm -rf "$SHIPYARD_HOME"
 
 echo "==> shipyard up --detach   (SHIPYARD_HOME=$SHIPYARD_HOME)"
-shipyard up --detach --port "${SHIPYARD_PORT:-0}"
+shipyard up --detach --port "${SHIPYARD_PORT:-0}" --gateway-port "${SHIPYARD_GATEWAY_PORT:-0}"
 echo
 echo "==> shipyard render -f examples/lifecycle/pretrain.yaml | grep kind:   (what a cluster would run)"
 shipyard render -f examples/lifecycle/pretrain.yaml | grep '^kind:'

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PORT = 7433
+DEFAULT_GATEWAY_PORT = 7480
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,17 @@ import uvicorn
 from shipyard.api.app import create_app
 from shipyard.api.auth import hash_token, load_or_create_admin_token
 from shipyard.compiler.common import KIND_LABEL, NAME_LABEL
-from shipyard.config import Paths, ensure_home, paths
+from shipyard.config import DEFAULT_GATEWAY_PORT, Paths, ensure_home, paths
 from shipyard.controllers.manager import Manager
+from shipyard.controllers.serving import ServingController
 from shipyard.controllers.trainingjob import TrainingJobController
 from shipyard.controllers.trainingjob.replicas import newest_pods
 from shipyard.resources import Resource
 from shipyard.runtime.local.runtime import LocalRuntime
 from shipyard.store import NotFound
 from shipyard.store.sqlite import SQLiteStore
+from shipyard.gateway import GatewayServer, RouteTable, create_gateway_app
+from shipyard.gateway_wiring import GatewayTraffic, StoreKeys, activator
 
 log = logging.getLogger("shipyard.server")
 TAIL_WINDOW_BYTES = 1 << 20
@@ -81,9 +84,9 @@ def acquire_lock(p: Paths) -> IO[str]:
     return handle
 
 
-def write_daemon_info(p: Paths, url: str) -> None:
+def write_daemon_info(p: Paths, url: str, gateway_url: str) -> None:
     tmp = p.daemon_info.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "url": url, "started": time.time()}))
+    tmp.write_text(json.dumps({"pid": os.getpid(), "url": url, "gatewayUrl": gateway_url, "started": time.time()}))
     os.replace(tmp, p.daemon_info)
 
 
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shipyard-server", description="Shipyard's embedded control plane")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SHIPYARD_PORT", "7433")))
+    parser.add_argument("--gateway-port", type=int, default=int(os.environ.get("SHIPYARD_GATEWAY_PORT", DEFAULT_GATEWAY_PORT)),
+                        help="the gateway's port, in front of every Endpoint and App (0: any free port)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -108,15 +113,30 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{host}:{port}"
 
     store = SQLiteStore(p.database)
-    runtime = LocalRuntime(p.runtime, p.volumes, p.logs)
-    manager = Manager(store, runtime, [TrainingJobController(store, runtime)])
+    routes = RouteTable()
+    # activate() wakes the controller of a route that is asked for while scaled to zero; `manager` is bound
+    # below (the gateway must listen first: its URL goes into the runtime's and controllers' wiring).
+    activate = activator(routes, lambda kind, ns, name: manager.enqueue(kind, ns, name))
+    gateway = GatewayServer(create_gateway_app(routes, StoreKeys(store.api_keys), activate), args.host,
+                            args.gateway_port)
+    try:
+        gateway.start()
+    except OSError as exc:
+        raise SystemExit(f"error: the gateway cannot listen on {args.host}:{args.gateway_port}: "
+                         f"{exc.strerror}") from None
+    traffic = GatewayTraffic(routes, gateway.url)
+    runtime = LocalRuntime(p.runtime, p.volumes, p.logs, metrics=traffic)
+    manager = Manager(store, runtime, [TrainingJobController(store, runtime),
+                                       ServingController("Endpoint", store, runtime, traffic),
+                                       ServingController("App", store, runtime, traffic)])
     token = load_or_create_admin_token(p.admin_token)
     app = create_app(store, RuntimeLogs(runtime), hash_token(token), package_version("shipyard"))
 
     runtime.start()
     manager.start()
-    write_daemon_info(p, url)
-    log.info("Shipyard %s listening on %s (home %s)", package_version("shipyard"), url, p.home)
+    write_daemon_info(p, url, gateway.url)
+    log.info("Shipyard %s listening on %s, gateway on %s (home %s)", package_version("shipyard"), url,
+             gateway.url, p.home)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     # uvicorn re-raises the signal that stopped it once it has shut down, restoring the handler it found
     # first; a no-op handler here makes that re-raise harmless, so the cleanup below always runs.
@@ -128,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("shutting down: stopping controllers and workloads")
         manager.stop()
         log.info("controllers stopped")
+        gateway.stop()
         runtime.stop(stop_pods=True)
         log.info("workloads stopped")
         store.close()

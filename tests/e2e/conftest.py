@@ -31,7 +31,7 @@ class Shipyard:
         return result
 
     def up(self):
-        return self.run("up", "--detach", "--port", "0", timeout=90)
+        return self.run("up", "--detach", "--port", "0", "--gateway-port", "0", timeout=90)
 
     def daemon_pid(self) -> int:
         return json.loads((self.home / "daemon.json").read_text())["pid"]

@@ -82,8 +82,11 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")]
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="API port (0: any free port).")]
     = config.DEFAULT_PORT,
+    gateway_port: Annotated[int, typer.Option(
+        "--gateway-port", min=0, max=65535, help="Gateway port, in front of endpoints and apps (0: any free port).")]
+    = config.DEFAULT_GATEWAY_PORT,
 ) -> None:
     """Start the Shipyard control plane (API, controllers, local runtime)."""
     p = config.paths()
@@ -91,7 +94,8 @@ def up(
     if info:
         typer.echo(f"already running at {info['url']}")
         return
-    argv = [sys.executable, "-m", "shipyard.server", "--host", host, "--port", str(port)]
+    argv = [sys.executable, "-m", "shipyard.server", "--host", host, "--port", str(port),
+            "--gateway-port", str(gateway_port)]
     if not detach:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -107,7 +111,8 @@ def up(
             raise CliError(f"the daemon exited with code {code} while starting: {_log_tail(p.daemon_log)}")
         info = _read_info(p.daemon_info)
         if info and info.get("pid") == child.pid and isinstance(info.get("url"), str) and _healthy(info["url"]):
-            typer.echo(f"Shipyard is up at {info['url']} (logs: {p.daemon_log})")
+            typer.echo(f"Shipyard is up at {info['url']}, gateway at {info.get('gatewayUrl')} "
+                       f"(logs: {p.daemon_log})")
             return
         time.sleep(POLL_SECONDS)
     child.terminate()

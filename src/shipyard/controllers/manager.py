@@ -62,6 +62,11 @@ class Manager:
         if owner.kind in self._controllers:
             self.queue.add(ObjectKey(owner.kind, owner.namespace, owner.name))
 
+    def enqueue(self, kind: str, namespace: str, name: str) -> None:
+        """Reconcile this object soon (for signals from outside the store and runtime, such as the gateway)."""
+        if kind in self._controllers:
+            self.queue.add(ObjectKey(kind, namespace, name))
+
     def enqueue_all(self) -> None:
         for kind in self._controllers:
             for resource in self._store.list(kind):

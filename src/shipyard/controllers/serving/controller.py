@@ -72,7 +72,12 @@ class ServingController:
             status.last_request_time = datetime.fromtimestamp(stats.last_request_at, timezone.utc)
 
         idle_seconds = spec.scale_to_zero.idle_seconds if spec.scale_to_zero else None
-        active_since = status.last_scale_time or resource.metadata.creation_timestamp
+        # The idle clock starts when replicas were asked for or, later, when they became ready: a replica that
+        # spends longer loading its model than idleSeconds must still get a chance to serve.
+        became_ready = next((c.last_transition_time for c in status.conditions
+                             if c.type == "Available" and c.status == "True"), None)
+        active_since = max((t for t in (status.last_scale_time or resource.metadata.creation_timestamp,
+                                        became_ready) if t is not None), default=None)
         decision = scale_to_zero.decide(idle_seconds, status.phase == "Idle", stats, active_since,
                                         status.last_request_time, now)
         deployment = self._runtime.get("Deployment", ns, name)
