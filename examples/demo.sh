@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the LLM lifecycle on the embedded runtime — pre-train a small GPT on 2 DDP replicas, LoRA
-# fine-tune it, then serve the result with the OpenAI-compatible server and ask it questions about modules it
-# never saw in training. Nothing is downloaded: the text is Python's own documentation and sources.
+# fine-tune it, then serve it as an Endpoint behind the gateway (with a project key) beside the playground
+# App, and ask it questions about modules it never saw in training. Nothing is downloaded: the text is
+# Python's own documentation and sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SHIPYARD_HOME="${SHIPYARD_HOME:-$PWD/.shipyard-demo}"
@@ -34,43 +35,31 @@ echo "==> shipyard logs trainingjob/finetune --tail 2"
 shipyard logs trainingjob/finetune --tail 2
 echo
 
-MODEL="$SHIPYARD_HOME/volumes/default/lifecycle/finetune/merged"
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-echo "==> python -m shipyard.workloads.serve \$SHIPYARD_HOME/volumes/default/lifecycle/finetune/merged --port $PORT"
-"$PY" -m shipyard.workloads.serve "$MODEL" --served-model-name lifecycle --host 127.0.0.1 --port "$PORT" \
-    --uvicorn-log-level warning >"$SHIPYARD_HOME/serve.log" 2>&1 &
-SERVE_PID=$!
-trap 'kill $SERVE_PID 2>/dev/null; wait $SERVE_PID 2>/dev/null || true' EXIT
+echo "==> shipyard apply -f examples/endpoint.yaml -f examples/playground-app.yaml --wait   (behind the gateway)"
+shipyard apply -f examples/endpoint.yaml -f examples/playground-app.yaml --wait
 echo
-echo "==> the official openai client asks the served model about held-out modules"
-"$PY" - "$PORT" "$SERVE_PID" <<'PY'
-import os, sys, time
+echo "==> shipyard get endpoints; shipyard get apps"
+shipyard get endpoints
+shipyard get apps
+URL=$(shipyard get endpoint lifecycle -o json | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["status"]["url"])')
+APP_URL=$(shipyard get app playground -o json | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["status"]["url"])')
+echo
+echo "==> shipyard token create demo   (a project key: the gateway refuses requests without one)"
+KEY=$(shipyard token create demo --quiet)
+echo "${KEY:0:12}… (printed once; kept only as a hash)"
+echo
+echo "==> the official openai client, through the gateway, asks about modules no training example came from"
+"$PY" - "$URL" "$KEY" <<'PY'
+import sys
 
-import httpx
 from openai import OpenAI
 
 from shipyard.workloads import instructions
 
-port, serve_pid = sys.argv[1], int(sys.argv[2])
-deadline = time.monotonic() + 120
-while True:  # /health answers 503 while the model loads, 200 once it can serve
-    try:
-        if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-            break
-    except httpx.TransportError:
-        pass
-    try:
-        os.kill(serve_pid, 0)  # still there? (it is the shell's child, not ours, so no waitpid)
-    except ProcessLookupError:
-        sys.exit("serve exited; see $SHIPYARD_HOME/serve.log")
-    if time.monotonic() > deadline:
-        sys.exit("serve did not become ready in 120 s; see $SHIPYARD_HOME/serve.log")
-    time.sleep(0.2)
-
-client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+url, key = sys.argv[1], sys.argv[2]
+client = OpenAI(base_url=url + "v1", api_key=key)
 held_out = instructions.split(instructions.build("stdlib-kind"))[1]
-picks = [held_out[i] for i in (0, 5, 10, 15, 25)]  # modules no training example came from
-for example in picks:
+for example in [held_out[i] for i in (0, 5, 10, 15, 25)]:
     reply = client.chat.completions.create(model="lifecycle", max_tokens=8, temperature=0,
                                            messages=[{"role": "user", "content": example.prompt}])
     answer = reply.choices[0].message.content.strip()
@@ -79,10 +68,12 @@ for example in picks:
 PY
 echo
 cat <<MSG
-The control plane is still running (serve has been stopped). Try:
+Everything is still running. Try:
   export SHIPYARD_HOME=$SHIPYARD_HOME
-  .venv/bin/shipyard get tj
-  .venv/bin/shipyard describe trainingjob/finetune
-  .venv/bin/python -m shipyard.workloads.serve \$SHIPYARD_HOME/volumes/default/lifecycle/finetune/merged --port 8000
-  .venv/bin/shipyard down        # stops it and everything it started
+  curl -s ${URL}v1/chat/completions -H "Authorization: Bearer \$(.venv/bin/shipyard token create mine -q)" \\
+       -H 'Content-Type: application/json' \\
+       -d '{"model": "lifecycle", "messages": [{"role": "user", "content": "Is \`json.dumps\` a class, a function or a constant?"}]}'
+  open $APP_URL          # the playground (Gradio), calling the endpoint through the gateway
+  .venv/bin/shipyard get endpoints -w     # watch it scale (to zero after 5 idle minutes)
+  .venv/bin/shipyard down                 # stops it and everything it started
 MSG

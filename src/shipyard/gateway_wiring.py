@@ -9,11 +9,11 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from shipyard.api.auth import hash_token
 from shipyard.controllers.serving import RouteTarget, TrafficStats
 from shipyard.gateway.routes import Route, RouteTable, Upstream
 from shipyard.runtime.protocol import IN_FLIGHT_METRIC, REQUESTS_PER_SECOND_METRIC
 from shipyard.store import ApiKeyStore
+from shipyard.tokens import hash_token
 
 
 class GatewayTraffic:

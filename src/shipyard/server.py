@@ -25,7 +25,7 @@ import uvicorn
 
 from shipyard.api.app import create_app
 from shipyard.api.auth import hash_token, load_or_create_admin_token
-from shipyard.compiler.common import KIND_LABEL, NAME_LABEL
+from shipyard.compiler.common import GATEWAY_SERVICE_URL, KIND_LABEL, NAME_LABEL
 from shipyard.config import DEFAULT_GATEWAY_PORT, Paths, ensure_home, paths
 from shipyard.controllers.manager import Manager
 from shipyard.controllers.serving import ServingController
@@ -125,10 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: the gateway cannot listen on {args.host}:{args.gateway_port}: "
                          f"{exc.strerror}") from None
     traffic = GatewayTraffic(routes, gateway.url)
-    runtime = LocalRuntime(p.runtime, p.volumes, p.logs, metrics=traffic)
+    runtime = LocalRuntime(p.runtime, p.volumes, p.logs, metrics=traffic,
+                           service_urls={GATEWAY_SERVICE_URL: gateway.url})
     manager = Manager(store, runtime, [TrainingJobController(store, runtime),
-                                       ServingController("Endpoint", store, runtime, traffic),
-                                       ServingController("App", store, runtime, traffic)])
+                                       ServingController("Endpoint", store, runtime, traffic, keys=store.api_keys),
+                                       ServingController("App", store, runtime, traffic, keys=store.api_keys)])
     token = load_or_create_admin_token(p.admin_token)
     app = create_app(store, RuntimeLogs(runtime), hash_token(token), package_version("shipyard"))
 

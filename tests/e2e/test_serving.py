@@ -219,3 +219,54 @@ def test_rolling_update_under_load_loses_no_request(platform):
         wait_for(lambda: load.served() >= before + 10, timeout=60, message="requests to the new replicas")
     assert load.failures == [], load.failures[:5]
     platform.run("delete", "endpoint", "rolling", "--wait")
+
+
+def app(name: str, ui: str, endpoint_name: str, port: int, readiness: str) -> str:
+    """The playground as an App that calls `endpoint_name` through the gateway, as on a cluster, with a key
+    the platform makes for it (gatewayKey)."""
+    body = {"command": ["python", "-m", "shipyard.workloads.playground", "--ui", ui], "port": port,
+            "readinessProbe": {"path": readiness}, "resources": {"cpu": "250m"},
+            "gatewayKey": {"env": "OPENAI_API_KEY"},
+            "env": [{"name": "OPENAI_BASE_URL",
+                     "value": f"http://shipyard-gateway.shipyard-system.svc/default/{endpoint_name}/v1"}]}
+    if ui == "gradio":  # Gradio builds absolute URLs and must know its prefix; Streamlit's are relative
+        body["env"].append({"name": "GRADIO_ROOT_PATH", "value": f"/default/{name}"})
+    return json.dumps({"apiVersion": "shipyard.dev/v1alpha1", "kind": "App", "metadata": {"name": name},
+                       "spec": body})
+
+
+def test_gradio_and_streamlit_apps_work_through_the_gateway(platform):
+    from gradio_client import Client
+    from websockets.sync.client import connect
+
+    apply(platform, endpoint("backend", servedModelName="tiny"))
+    token = key(platform, "apps")
+    apply(platform, app("gradio", "gradio", "backend", 7860, "/"))
+    apply(platform, app("streamlit", "streamlit", "backend", 8501, "/_stcore/health"))
+    wait_ready(platform, "backend", 1)
+    auth = {"Authorization": f"Bearer {token}"}
+
+    # Gradio: its HTTP API and its server-sent-events queue, through the gateway, calling the endpoint
+    # through the gateway too (the App's env names the gateway's in-cluster URL).
+    url = wait_ready(platform, "gradio", 1, kind="app")["url"]
+    assert httpx.get(url, timeout=30).status_code == 401  # an App is private unless public: true
+    client = Client(url, headers=auth, verbose=False)
+    assert client.predict(api_name="/models") == ["tiny"]
+    reply = client.predict("hello", model="tiny", max_tokens=5, api_name="/chat")
+    assert isinstance(reply, str) and reply and not reply.startswith("error")
+
+    # Streamlit: the page and its WebSocket (/_stcore/stream) through the gateway.
+    url = wait_ready(platform, "streamlit", 1, kind="app")["url"]
+    page = httpx.get(url, headers=auth, timeout=30)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    ws_url = url.replace("http://", "ws://") + "_stcore/stream"
+    with connect(ws_url, additional_headers=auth, subprotocols=["streamlit"], open_timeout=30) as ws:
+        assert ws.subprotocol == "streamlit"
+    keys = platform.run("token", "list").stdout
+    assert "app-gradio" in keys and "app-streamlit" in keys  # the Apps' own keys, listed like any other
+    assert "sy_key_" not in platform.run("get", "app", "gradio", "-o", "yaml").stdout
+    for name in ("gradio", "streamlit"):
+        platform.run("delete", "app", name, "--wait")
+    keys = platform.run("token", "list").stdout
+    assert all(line.split()[3] == "revoked" for line in keys.splitlines() if "app-" in line)
+    platform.run("delete", "endpoint", "backend", "--wait")

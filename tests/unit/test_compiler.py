@@ -213,7 +213,7 @@ def test_serving_rollout_and_drain():
 def test_endpoint_engines():
     def argv(name):
         c = by_kind(compile_resource(serving(name)))["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-        return c["command"] + c.get("args", []), {e["name"]: e["value"] for e in c["env"]}
+        return c["command"] + c.get("args", []), {e["name"]: e.get("value") for e in c["env"]}
 
     builtin, env = argv("endpoint")
     assert builtin == ["python", "-m", "shipyard.workloads.serve", "/lifecycle/finetune/merged",

@@ -185,3 +185,15 @@ def test_prober_runs_probes_off_the_caller_thread_and_applies_thresholds():
     finally:
         outcomes.put(False)
         prober.close()
+
+
+def test_registered_service_urls_are_rewritten_to_their_local_address():
+    from shipyard.runtime.local.network import rewrite_service_urls
+
+    urls = {"http://shipyard-gateway.shipyard-system.svc": "http://127.0.0.1:41234"}
+    assert rewrite_service_urls("http://shipyard-gateway.shipyard-system.svc/default/chat/v1", urls) == \
+        "http://127.0.0.1:41234/default/chat/v1"
+    assert rewrite_service_urls("http://shipyard-gateway.shipyard-system.svc", urls) == "http://127.0.0.1:41234"
+    # Only whole host names: a longer name that merely starts the same way is someone else's.
+    assert rewrite_service_urls("http://shipyard-gateway.shipyard-system.svc.example.com/x", urls) == \
+        "http://shipyard-gateway.shipyard-system.svc.example.com/x"

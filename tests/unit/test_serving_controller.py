@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -163,3 +164,29 @@ def test_delete_removes_route_and_children_then_the_finalizer(world):
     assert current(store) is None
     assert ("default", "chat") not in traffic.routes
     assert {k[0] for k in runtime.objects} == {"PersistentVolumeClaim"}  # data outlives the endpoint
+
+
+def test_gateway_key_is_created_into_a_secret_and_revoked_with_the_resource(tmp_path):
+    from shipyard.tokens import hash_token
+
+    store = SQLiteStore(tmp_path / "db")
+    runtime, traffic = FakeRuntime(), FakeTraffic()
+    ctl = ServingController("Endpoint", store, runtime, traffic, FakeClock(datetime.now(timezone.utc)),
+                            keys=store.api_keys)
+    store.apply([endpoint(gatewayKey={"env": "OPENAI_API_KEY"})])
+    ctl.reconcile(KEY)
+    secret = runtime.get("Secret", "default", "chat-gateway-key")
+    token = secret["stringData"]["token"]
+    assert store.api_keys.api_key_project(hash_token(token)) == "default"
+    env = deployment(runtime)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "chat-gateway-key", "key": "token"}}} \
+        in env
+    assert token not in json.dumps(current(store).to_wire())  # the resource never holds the token
+    ctl.reconcile(KEY)
+    assert runtime.get("Secret", "default", "chat-gateway-key")["stringData"]["token"] == token  # kept, not rotated
+
+    store.apply([endpoint()])  # gatewayKey removed from the spec: key revoked, Secret pruned
+    ctl.reconcile(KEY)
+    assert runtime.get("Secret", "default", "chat-gateway-key") is None
+    assert store.api_keys.api_key_project(hash_token(token)) is None
+    store.close()

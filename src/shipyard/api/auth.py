@@ -7,7 +7,6 @@ echo or put the token into an error message.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -16,17 +15,10 @@ from typing import Callable
 
 from fastapi import HTTPException, Request
 
-TOKEN_PREFIX = "sy_"  # lets secret scanners and people recognise a Shipyard token
-API_KEY_PREFIX = "sy_key_"  # a project's gateway key, as opposed to the admin token
+from shipyard.tokens import hash_token, new_admin_token, new_api_key
+
+__all__ = ["hash_token", "load_or_create_admin_token", "new_api_key", "require_token"]
 UNAUTHORIZED = "missing or invalid API token"
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_api_key() -> str:
-    return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def _read_token(path: Path) -> str:
@@ -48,7 +40,7 @@ def load_or_create_admin_token(path: Path) -> str:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = new_admin_token()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:

@@ -1,7 +1,7 @@
 """`shipyard apply`: validate every document locally, then send them all in one atomic request.
 
 All-or-nothing on purpose: applying a directory where document 7 is wrong must not leave documents 1 to 6
-running. `--wait` then follows the applied jobs to completion.
+running. `--wait` then follows the applied jobs to completion, and Endpoints and Apps until they serve.
 """
 
 from __future__ import annotations
@@ -39,11 +39,16 @@ def apply(
         if not wait or dry_run:
             return
         by_kind: dict[str, list[tuple[str, str]]] = {}
+        serving: dict[str, list[tuple[str, str]]] = {}
         for item in results:
-            # Only kinds that run to completion can be waited for; others are applied and left alone.
-            if hasattr(KINDS.get(item["kind"]), "finished"):
-                by_kind.setdefault(item["kind"], []).append((item["namespace"], item["name"]))
-        if not by_kind:
-            raise CliError("--wait: none of the applied objects runs to completion")
+            # Jobs are followed to completion, Endpoints and Apps until they serve; nothing else is waited for.
+            cls = KINDS.get(item["kind"])
+            target = by_kind if hasattr(cls, "finished") else serving if hasattr(cls, "serves") else None
+            if target is not None:
+                target.setdefault(item["kind"], []).append((item["namespace"], item["name"]))
+        if not by_kind and not serving:
+            raise CliError("--wait: none of the applied objects runs to completion or serves")
         for kind, keys in by_kind.items():
             progress.follow(client, kind, keys, timeout, console)
+        for kind, keys in serving.items():
+            progress.follow_serving(client, kind, keys, timeout, console)

@@ -141,3 +141,33 @@ def follow(client: Client, kind: str, keys: Iterable[Key], timeout: float | None
         failures.append(f"{kind.lower()}/{key[1]} failed" + (f": {message}" if message else ""))
     if failures:
         raise CliError("; ".join(failures))
+
+
+SERVING = ("Ready", "Idle")  # Idle: scaled to zero, serving on the next request
+
+
+def follow_serving(client: Client, kind: str, keys: Iterable[Key], timeout: float | None, console: Console) -> None:
+    """Return when every Endpoint/App is Ready (or Idle); print each phase change; CliError on timeout, with
+    what the controller says is missing (its Available condition)."""
+    wanted = list(dict.fromkeys(keys))
+    namespaces = {ns for ns, _ in wanted}
+    namespace = next(iter(namespaces)) if len(namespaces) == 1 else None
+    latest: dict[Key, Resource] = {}
+    for type_, obj in client.watch(kind, namespace, name=wanted[0][1] if len(wanted) == 1 else None, initial=True,
+                                   timeout=timeout):
+        key = (obj.metadata.namespace, obj.metadata.name)
+        if key not in wanted or type_ == "DELETED":
+            continue
+        phase = getattr(obj.status, "phase", None)
+        if key not in latest or getattr(latest[key].status, "phase", None) != phase:
+            url = getattr(obj.status, "url", None)
+            console.print(f"{kind.lower()}/{key[1]} {phase}" + (f" {url}" if phase in SERVING and url else ""))
+        latest[key] = obj
+        if all(k in latest and getattr(latest[k].status, "phase", None) in SERVING for k in wanted):
+            return
+    pending = []
+    for ns, n in wanted:
+        obj = latest.get((ns, n))
+        cond = obj.status.condition("Available") if obj is not None else None
+        pending.append(f"{kind.lower()}/{n}" + (f" ({cond.message})" if cond is not None and cond.message else ""))
+    raise CliError(f"timed out after {timeout or 0:g}s waiting for {', '.join(pending)} to serve")

@@ -19,6 +19,9 @@ LOCAL_WORKDIR_ANNOTATION = "shipyard.dev/local-workdir"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 # The non-root identity pods run as on a cluster; images are built to work as this user.
+# Where pods reach the gateway on a cluster (the Helm chart's Service); the local runtime maps it to its own
+# gateway, so an App calling an Endpoint "through the gateway" works unchanged in both places.
+GATEWAY_SERVICE_URL = "http://shipyard-gateway.shipyard-system.svc"
 RUN_AS_USER = 1000
 
 

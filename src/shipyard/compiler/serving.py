@@ -117,7 +117,19 @@ def _env(resource: ServingResource) -> list[dict[str, Any]]:
             platform.append(env_var("OMP_NUM_THREADS", str(max(1, threads))))
     user_names = {e.name for e in spec.env}
     merged = [e for e in platform if e["name"] not in user_names]
-    return merged + [env_var(e.name, e.value) for e in spec.env]
+    key = []
+    if spec.gateway_key is not None:
+        key = [{"name": spec.gateway_key.env, "valueFrom": {"secretKeyRef": {
+            "name": gateway_key_secret_name(resource), "key": GATEWAY_KEY_SECRET_KEY}}}]
+    return merged + [env_var(e.name, e.value) for e in spec.env] + key
+
+
+GATEWAY_KEY_SECRET_KEY = "token"
+
+
+def gateway_key_secret_name(resource: ServingResource) -> str:
+    """The Secret the serving controller writes the resource's own project key into (it creates the key)."""
+    return f"{resource.metadata.name}-gateway-key"
 
 
 def _container(resource: ServingResource) -> dict[str, Any]:

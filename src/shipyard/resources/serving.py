@@ -96,6 +96,14 @@ class Ingress(Model):
         return v
 
 
+class GatewayKey(Model):
+    """Give the replicas a project API key of their own in an env variable, to call other Endpoints and Apps of
+    the project through the gateway (a playground calling its model). The key is created and revoked by the
+    platform and reaches the pods through a Secret: it never appears in the resource."""
+
+    env: str = Field(default="OPENAI_API_KEY", min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
 class ServingSpec(Model):
     # The port the server listens on, handed to it as $PORT; kinds give it a default where one is conventional.
     port: int = Field(ge=1, le=65535)
@@ -112,6 +120,7 @@ class ServingSpec(Model):
     # Non-public resources are reachable only through the gateway, which checks project tokens.
     public: bool = False
     ingress: Ingress | None = None
+    gateway_key: GatewayKey | None = None
     termination_grace_period_seconds: int = Field(default=30, ge=0, le=3600)
     # Time for the gateway and Service endpoints to stop routing to a terminating replica before it gets SIGTERM.
     drain_seconds: int = Field(default=2, ge=0, le=3600)
@@ -133,6 +142,8 @@ class ServingSpec(Model):
         if self.drain_seconds and self.drain_seconds >= self.termination_grace_period_seconds:
             raise ValueError(f"drainSeconds ({self.drain_seconds}) must be less than terminationGracePeriodSeconds "
                              f"({self.termination_grace_period_seconds}): the drain counts against the grace period")
+        if self.gateway_key is not None and any(e.name == self.gateway_key.env for e in self.env):
+            raise ValueError(f"gatewayKey.env: {self.gateway_key.env} is also set in env; the platform sets it")
         if self.image is None:
             self.image = self.default_image()
         return self
@@ -167,6 +178,8 @@ class ServingResource(Resource):
 
     # Spec changes roll out (a new ReplicaSet, surge first), so they are accepted.
     SPEC_IMMUTABLE: ClassVar[bool] = False
+    # Marks kinds that serve until deleted (`apply --wait` waits for them to be Ready, not to finish).
+    serves: ClassVar[bool] = True
 
     spec: ServingSpec
     status: ServingStatus = Field(default_factory=ServingStatus)

@@ -14,10 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from shipyard.resources.base import check_dns1123_label
 from shipyard.store import ApiKey, ApiKeyStore
 
-from ..auth import hash_token, new_api_key
+from shipyard.tokens import HINT_CHARS, hash_token, new_api_key
 
 PREFIX = "/api/v1/projects/{project}/apikeys"
-HINT_CHARS = 12  # "sy_key_" and five random characters: enough to tell keys apart, useless to an attacker
 
 router = APIRouter()
 

@@ -14,10 +14,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from shipyard.compiler import compile_resource
-from shipyard.compiler.common import KIND_LABEL, NAME_LABEL
+from shipyard.compiler.common import KIND_LABEL, NAME_LABEL, object_meta
+from shipyard.compiler.serving import GATEWAY_KEY_SECRET_KEY, gateway_key_secret_name
 from shipyard.resources import Condition, Resource, set_condition
 from shipyard.runtime.protocol import Runtime
-from shipyard.store.protocol import Conflict, NotFound, Store
+from shipyard.store.protocol import ApiKeyStore, Conflict, NotFound, Store
+from shipyard.tokens import HINT_CHARS, hash_token, new_api_key
 
 from ..clock import Clock, SystemClock
 from ..manager import ObjectKey, Result
@@ -27,16 +29,18 @@ from .traffic import RouteTarget, Traffic, TrafficStats
 
 FINALIZER = "shipyard.dev/cleanup"
 MANAGED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
-                 "Ingress")
+                 "Ingress", "Secret")
 ACTIVE_RESYNC = 1.0  # idle detection and the traffic figures in status are this fresh
 SETTLING_RESYNC = 0.25  # while replicas start or stop
 METRICS_WRITE_SECONDS = 2.0  # traffic figures change on every request: write them at most this often
 
 
 class ServingController:
-    def __init__(self, kind: str, store: Store, runtime: Runtime, traffic: Traffic, clock: Clock | None = None):
+    def __init__(self, kind: str, store: Store, runtime: Runtime, traffic: Traffic, clock: Clock | None = None,
+                 keys: ApiKeyStore | None = None):
         self.kind = kind
         self._store = store
+        self._keys = keys
         self._runtime = runtime
         self._traffic = traffic
         self._clock = clock or SystemClock()
@@ -94,7 +98,12 @@ class ServingController:
             self._event(resource, "Normal", decision.reason, decision.message)
 
         desired = compile_resource(resource, replicas=replicas, autoscale=autoscale)
+        key_secret = self._gateway_key_secret(resource)
+        if key_secret is not None:
+            desired.insert(0, key_secret)  # before the Deployment: its pods read the key at start
         for obj in desired:
+            if obj["kind"] == "Secret":
+                continue  # created once by _gateway_key_secret; re-applying would need the token again
             if obj["kind"] == "PersistentVolumeClaim":
                 # Project volumes are shared with jobs and workspaces: create when missing, never "correct".
                 if self._runtime.get(obj["kind"], ns, obj["metadata"]["name"]) is None:
@@ -142,8 +151,45 @@ class ServingController:
                                   message=_waiting_message(self._runtime, ns, name, self.kind))
         status.conditions = set_condition(status.conditions, available, now)
 
+    def _key_name(self, name: str) -> str:
+        return f"{self.kind.lower()}-{name}"
+
+    def _gateway_key_secret(self, resource: Any) -> dict[str, Any] | None:
+        """The Secret holding this resource's own project key, created (with the key) when first wanted.
+
+        The token exists only in that Secret: the store keeps its hash. If the Secret is lost, the old key
+        is revoked and a new one made. Without spec.gatewayKey the key is revoked (its Secret is pruned)."""
+        ns, name = resource.metadata.namespace, resource.metadata.name
+        key_name = self._key_name(name)
+        secret_name = gateway_key_secret_name(resource)
+        current = self._runtime.get("Secret", ns, secret_name)
+        if resource.spec.gateway_key is None or self._keys is None:
+            if current is not None:
+                self._revoke_key(ns, key_name)  # and the Secret is pruned with the objects no longer wanted
+            return None
+        if current is not None and not current["metadata"].get("deletionTimestamp"):
+            return current
+        self._revoke_key(ns, key_name)
+        token = new_api_key()
+        self._keys.add_api_key(ns, key_name, hash_token(token), token[:HINT_CHARS])
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                  "metadata": object_meta(resource, secret_name), "stringData": {GATEWAY_KEY_SECRET_KEY: token}}
+        self._runtime.apply(secret)
+        self._event(resource, "Normal", "GatewayKeyCreated",
+                    f"project API key {key_name} created for the replicas (env {resource.spec.gateway_key.env})")
+        return secret
+
+    def _revoke_key(self, namespace: str, key_name: str) -> None:
+        if self._keys is None:
+            return
+        try:
+            self._keys.revoke_api_key(namespace, key_name)
+        except NotFound:
+            pass
+
     def _finalize(self, resource: Resource) -> Result:
         ns, name = resource.metadata.namespace, resource.metadata.name
+        self._revoke_key(ns, self._key_name(name))
         self._traffic.remove_route(ns, name)
         self._metrics_written.pop((ns, name), None)
         if not self._delete_children(ns, name, keep=set()):

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from . import processes
 from .jobs import TERMINAL
 from .lifecycle import Backoff, grace_seconds, kill_after_sigterm, prestop_seconds, should_restart
-from .network import LOOPBACK, PodAddress, _qualified, free_port, resolve_argv, resolve_env
+from .network import LOOPBACK, PodAddress, _qualified, free_port, resolve_argv, resolve_env, rewrite_service_urls
 from .probes import Prober, Timing, readiness_check
 from .state import ObjectFiles
 from .volumes import mount_map, substitute
@@ -45,8 +45,10 @@ def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
 
 class Kubelet:
     def __init__(self, objects: ObjectFiles, root: Path, volumes: Path, logs: Path,
-                 clock: Callable[[], datetime], backoff: Backoff, gpus: bool, wake: Callable[[], None]):
+                 clock: Callable[[], datetime], backoff: Backoff, gpus: bool, wake: Callable[[], None],
+                 service_urls: dict[str, str] | None = None):
         self._objects = objects
+        self._service_urls = dict(service_urls or {})
         self._root = root
         self._volumes = volumes
         self._logs = logs
@@ -303,8 +305,10 @@ class Kubelet:
         pod_dir = self.pod_dir(pod)
         me = _address(pod)
         mounts = mount_map(pod, container, self._volumes, pod_dir)
-        env = resolve_env(pod, container, me, *self._network(pod))
-        env = {k: substitute(v, mounts) for k, v in env.items()}
+        secrets = {o["metadata"]["name"]: o for o in self._objects.all("Secret")
+                   if o["metadata"]["namespace"] == meta["namespace"]}
+        env = resolve_env(pod, container, me, *self._network(pod), secrets=secrets)
+        env = {k: rewrite_service_urls(substitute(v, mounts), self._service_urls) for k, v in env.items()}
         argv = [substitute(a, mounts) for a in resolve_argv(
             container.get("command", []) + container.get("args", []), env, me.host_ports)]
         if not argv:

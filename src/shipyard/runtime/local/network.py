@@ -15,6 +15,10 @@ The rules, applied to env values after `$(VAR)` and fieldRef expansion (document
 4. A container that declares ports but no `PORT` variable gets `PORT` = the host port of its port named
    `http`, else of its first port: the serving contract ("listen on the port given in env").
 
+5. A value that starts with a cluster-wide service URL the machine serves elsewhere (registered by the
+   composition root: the gateway's in-cluster `http://shipyard-gateway.shipyard-system.svc` → its local
+   address) is rewritten to the local URL (rewrite_service_urls).
+
 Command and args (resolve_argv): `$(VAR)` is expanded with that env, as Kubernetes expands it, so
 `--port=$(PORT)` carries the host port; and the value of a flag whose name ends in `port` (`--port 8000`,
 `--port=8000`, `--server.port 8501`) that is one of the pod's own containerPorts becomes its host port. Other
@@ -23,6 +27,7 @@ numbers in args are left alone: `--max-tokens 8000` must stay 8000.
 
 from __future__ import annotations
 
+import base64
 import re
 import socket
 from dataclasses import dataclass, field
@@ -95,15 +100,38 @@ def expand(value: str, env: dict[str, str]) -> str:
     return _VAR_REF.sub(repl, value)
 
 
+def secret_value(secrets: dict[str, dict[str, Any]], name: str, key: str) -> str | None:
+    """A key of a Secret as Kubernetes stores it (base64 `data`) or as written (`stringData`)."""
+    secret = secrets.get(name)
+    if secret is None:
+        return None
+    if key in secret.get("stringData", {}):
+        return str(secret["stringData"][key])
+    if key in secret.get("data", {}):
+        return base64.b64decode(secret["data"][key]).decode()
+    return None
+
+
 def resolve_env(pod: dict[str, Any], container: dict[str, Any], me: PodAddress,
-                peers: list[PodAddress], service_names: set[str]) -> dict[str, str]:
-    """The container's env as the process will see it, with the rules in the module docstring applied."""
+                peers: list[PodAddress], service_names: set[str],
+                secrets: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """The container's env as the process will see it, with the rules in the module docstring applied.
+    `secrets`: the namespace's Secrets by name, for `valueFrom.secretKeyRef`."""
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "valueFrom" in item:
-            ref = item["valueFrom"].get("fieldRef")
+            source = item["valueFrom"]
+            if "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                value = secret_value(secrets or {}, ref["name"], ref["key"])
+                if value is None:
+                    # As the kubelet does (CreateContainerConfigError): do not start without it; retried.
+                    raise ValueError(f"env {item['name']}: secret {ref['name']!r} has no key {ref['key']!r} (yet)")
+                env[item["name"]] = value
+                continue
+            ref = source.get("fieldRef")
             if ref is None:
-                raise ValueError(f"env {item['name']}: only fieldRef is supported by the local runtime")
+                raise ValueError(f"env {item['name']}: only fieldRef and secretKeyRef are supported locally")
             env[item["name"]] = field_value(pod, ref["fieldPath"])
         else:
             env[item["name"]] = expand(item.get("value", ""), env)
@@ -139,6 +167,14 @@ def resolve_env(pod: dict[str, Any], container: dict[str, Any], me: PodAddress,
         main = next((p for p in declared if p.get("name") == "http"), declared[0])
         env["PORT"] = str(me.host_ports[main["containerPort"]])
     return env
+
+
+def rewrite_service_urls(value: str, urls: dict[str, str]) -> str:
+    """Rule 5: `http://svc.ns.svc/path` → `http://127.0.0.1:PORT/path` for each registered service URL."""
+    for cluster_url, local_url in urls.items():
+        if value == cluster_url or value.startswith(cluster_url + "/"):
+            return local_url.rstrip("/") + value[len(cluster_url):]
+    return value
 
 
 def resolve_argv(argv: list[str], env: dict[str, str], host_ports: dict[int, int]) -> list[str]:

@@ -39,10 +39,12 @@ def launch(pod_dir: Path, argv: list[str], env: dict[str, str], cwd: str, log_pa
     log_path.parent.mkdir(parents=True, exist_ok=True)
     for stale in ("exit.json", "started.json"):
         (pod_dir / stale).unlink(missing_ok=True)
-    (pod_dir / "launch.json").write_text(json.dumps({
-        "argv": argv, "env": env, "cwd": cwd, "logPath": str(log_path), "gracePeriodSeconds": grace_seconds,
-    }))
-    os.chmod(pod_dir / "launch.json", 0o600)  # it holds the pod's environment, which may hold secrets
+    # It holds the pod's environment, which may hold secrets: private from its first byte.
+    (pod_dir / "launch.json").unlink(missing_ok=True)
+    fd = os.open(pod_dir / "launch.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({"argv": argv, "env": env, "cwd": cwd, "logPath": str(log_path),
+                             "gracePeriodSeconds": grace_seconds}))
     return subprocess.Popen(
         [sys.executable, "-m", "shipyard.runtime.local.shim", str(pod_dir)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

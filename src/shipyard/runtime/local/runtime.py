@@ -34,9 +34,10 @@ from .volumes import claim_dir
 log = logging.getLogger(__name__)
 
 NATIVE_KINDS = {"Job", "Service", "PersistentVolumeClaim", "Pod", "Deployment", "HorizontalPodAutoscaler",
-                "PodDisruptionBudget", "NetworkPolicy", "Ingress"}
+                "PodDisruptionBudget", "NetworkPolicy", "Ingress", "Secret"}
 # Deleted at once: nothing of theirs has to stop first.
-_REMOVED_AT_ONCE = {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress"}
+_REMOVED_AT_ONCE = {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress",
+                    "Secret"}
 TICK_SECONDS = 0.1
 HPA_SYNC_SECONDS = 1.0  # Kubernetes: 15 s (--horizontal-pod-autoscaler-sync-period)
 
@@ -50,7 +51,8 @@ def _now() -> datetime:
 class LocalRuntime:
     def __init__(self, root: Path, volumes: Path, logs: Path, capacity: Capacity | None = None,
                  clock: Callable[[], datetime] = _now, metrics: PodMetrics | None = None,
-                 hpa_sync_seconds: float = HPA_SYNC_SECONDS, restart_backoff: Backoff | None = None):
+                 hpa_sync_seconds: float = HPA_SYNC_SECONDS, restart_backoff: Backoff | None = None,
+                 service_urls: dict[str, str] | None = None):
         self._root = root
         self._volumes = volumes
         self._objects = ObjectFiles(root / "objects")
@@ -68,7 +70,7 @@ class LocalRuntime:
         self._hpa_memory: dict[str, HpaMemory] = {}
         self._hpa_synced: dict[str, datetime] = {}
         self._kubelet = Kubelet(self._objects, root, volumes, logs, clock, restart_backoff or Backoff(),
-                                bool(self._capacity.gpus), self._wake.set)
+                                bool(self._capacity.gpus), self._wake.set, service_urls)
 
     # --- Runtime protocol ----------------------------------------------------------------------------
 

@@ -48,7 +48,12 @@ class ObjectFiles:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(obj))
+        # Secrets hold tokens: readable by the daemon's user only, from the first byte written.
+        mode = 0o600 if obj["kind"] == "Secret" else 0o644
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(obj))
+        os.chmod(tmp, mode)  # O_CREAT's mode applies only to a new file (and through the umask)
         os.replace(tmp, path)
 
     def remove(self, kind: str, namespace: str, name: str) -> None:
