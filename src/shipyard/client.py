@@ -79,6 +79,7 @@ class Client:
         if not self.url:
             raise NotRunning("no Shipyard control plane is running (start one with `shipyard up`)")
         token = token or os.environ.get("SHIPYARD_TOKEN") or self._read_token(p.admin_token)
+        self.token = token  # for the few callers that speak to the API without httpx (port-forward's WebSocket)
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, trust_env=False)

@@ -270,3 +270,32 @@ def test_gradio_and_streamlit_apps_work_through_the_gateway(platform):
     keys = platform.run("token", "list").stdout
     assert all(line.split()[3] == "revoked" for line in keys.splitlines() if "app-" in line)
     platform.run("delete", "endpoint", "backend", "--wait")
+
+
+def test_port_forward_reaches_a_replica_through_the_api(platform):
+    import socket
+    import subprocess
+    import sys
+
+    apply(platform, endpoint("direct", servedModelName="tiny"))
+    wait_ready(platform, "direct", 1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "shipyard.cli.main", "port-forward", "endpoint/direct", str(port)],
+                            env=platform.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Forwarding from" in proc.stdout.readline()
+        # No gateway, no key: straight to the replica, as kubectl port-forward does.
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30)
+        assert models.status_code == 200 and models.json()["data"][0]["id"] == "tiny"
+        stream = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=30,
+                            json={"model": "tiny", "prompt": "x", "max_tokens": 3, "stream": True})
+        assert stream.status_code == 200 and "data: [DONE]" in stream.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    bad = platform.run("port-forward", "endpoint/absent", "0", check=False, timeout=30)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "absent" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    platform.run("delete", "endpoint", "direct", "--wait")
