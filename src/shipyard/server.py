@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("SHIPYARD_PORT", "7433")))
     parser.add_argument("--gateway-port", type=int, default=int(os.environ.get("SHIPYARD_GATEWAY_PORT", DEFAULT_GATEWAY_PORT)),
                         help="the gateway's port, in front of every Endpoint and App (0: any free port)")
+    parser.add_argument("--gateway-domain", default=os.environ.get("SHIPYARD_GATEWAY_DOMAIN") or None,
+                        help="also route by Host: NAME.PROJECT.DOMAIN (a wildcard DNS name pointing here)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -142,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     # activate() wakes the controller of a route that is asked for while scaled to zero; `manager` is bound
     # below (the gateway must listen first: its URL goes into the runtime's and controllers' wiring).
     activate = activator(routes, lambda kind, ns, name: manager.enqueue(kind, ns, name))
-    gateway = GatewayServer(create_gateway_app(routes, StoreKeys(store.api_keys), activate), args.host,
-                            args.gateway_port)
+    gateway = GatewayServer(create_gateway_app(routes, StoreKeys(store.api_keys), activate,
+                                               domain=args.gateway_domain), args.host, args.gateway_port)
     try:
         gateway.start()
     except OSError as exc:

@@ -341,3 +341,29 @@ def test_token_create_list_revoke(cli, store, tmp_path):
     assert code == 1
     one_error_line(err, "no active API key")
     assert cli("token", "create", "ci", "-q", "-p", "team-a")[1].startswith("sy_key_")  # the name is free again
+
+
+ENDPOINT = """\
+apiVersion: shipyard.dev/v1alpha1
+kind: Endpoint
+metadata:
+  name: chat
+spec:
+  model: /models/chat
+  volumes: [{name: models, mountPath: /models}]
+"""
+
+
+@pytest.mark.parametrize("change, words", [
+    (("model: /models/chat", "model: /models/chat\n  replicas: {min: 3, max: 1}"), ["spec", "replicas"]),
+    (("model: /models/chat", "model: /elsewhere/chat"), ["spec", "model"]),
+    (("model: /models/chat", "model: /models/chat\n  engine: custom"), ["command"]),
+    (("model: /models/chat", "model: /models/chat\n  ingress: {host: chat.example.com}"), ["ingress", "public"]),
+])
+def test_bad_endpoint_specs_are_one_line_errors_and_store_nothing(cli, store, tmp_path, change, words):
+    old, new = change
+    text = ENDPOINT.replace(old, new, 1)
+    code, out, err = cli("apply", "-f", write(tmp_path, "ep.yaml", text))
+    assert code == 1 and out == ""
+    one_error_line(err, "ep.yaml: document 1", *words)
+    assert store.list() == []

@@ -87,6 +87,9 @@ def up(
     gateway_port: Annotated[int, typer.Option(
         "--gateway-port", min=0, max=65535, help="Gateway port, in front of endpoints and apps (0: any free port).")]
     = config.DEFAULT_GATEWAY_PORT,
+    gateway_domain: Annotated[str, typer.Option(
+        "--gateway-domain", help="Also route NAME.PROJECT.DOMAIN by Host (needs wildcard DNS to this machine).")]
+    = "",
 ) -> None:
     """Start the Shipyard control plane (API, controllers, local runtime)."""
     p = config.paths()
@@ -95,7 +98,7 @@ def up(
         typer.echo(f"already running at {info['url']}")
         return
     argv = [sys.executable, "-m", "shipyard.server", "--host", host, "--port", str(port),
-            "--gateway-port", str(gateway_port)]
+            "--gateway-port", str(gateway_port)] + (["--gateway-domain", gateway_domain] if gateway_domain else [])
     if not detach:
         sys.stdout.flush()
         sys.stderr.flush()
