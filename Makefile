@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt torch==2.13.0
-	$(PIP) install -c constraints.txt -e '.[train,llm,playground,dev]'
+	$(PIP) install -c constraints.txt -e '.[train,llm,playground,dev,tracking]'
 	@touch $(STAMP)
 
 install: $(STAMP)

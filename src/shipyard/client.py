@@ -200,6 +200,12 @@ class Client:
     def revoke_api_key(self, name: str, project: str = "default") -> dict[str, Any]:
         return dict(self._request("DELETE", f"/api/v1/projects/{project}/apikeys/{name}"))
 
+    # --- the model registry (MLflow, when the control plane tracks experiments) ------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every registered model version: name, version, aliases, project, volume, path, runId."""
+        return list(self._request("GET", "/api/v1/models").get("items", []))
+
     def events(self, kind: str, name: str, namespace: str = "default") -> list[dict[str, Any]]:
         return list(self._request("GET", self._object(kind, name, namespace) + "/events").get("items", []))
 

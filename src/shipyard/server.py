@@ -29,6 +29,7 @@ from shipyard.compiler.common import GATEWAY_SERVICE_URL, KIND_LABEL, NAME_LABEL
 from shipyard.config import DEFAULT_GATEWAY_PORT, Paths, ensure_home, paths
 from shipyard.controllers.manager import Manager
 from shipyard.controllers.serving import ServingController
+from shipyard.controllers.sweep import SweepController
 from shipyard.controllers.trainingjob import TrainingJobController
 from shipyard.controllers.trainingjob.replicas import newest_pods
 from shipyard.resources import Resource
@@ -38,6 +39,7 @@ from shipyard.store import NotFound
 from shipyard.store.sqlite import SQLiteStore
 from shipyard.gateway import GatewayServer, RouteTable, create_gateway_app
 from shipyard.gateway_wiring import GatewayTraffic, StoreKeys, activator
+from shipyard.tracking import setup as setup_tracking
 
 log = logging.getLogger("shipyard.server")
 TAIL_WINDOW_BYTES = 1 << 20
@@ -109,9 +111,12 @@ def acquire_lock(p: Paths) -> IO[str]:
     return handle
 
 
-def write_daemon_info(p: Paths, url: str, gateway_url: str) -> None:
+def write_daemon_info(p: Paths, url: str, gateway_url: str, mlflow_url: str | None = None) -> None:
     tmp = p.daemon_info.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "url": url, "gatewayUrl": gateway_url, "started": time.time()}))
+    info = {"pid": os.getpid(), "url": url, "gatewayUrl": gateway_url, "started": time.time()}
+    if mlflow_url:
+        info["mlflowUrl"] = mlflow_url
+    tmp.write_text(json.dumps(info))
     os.replace(tmp, p.daemon_info)
 
 
@@ -154,18 +159,25 @@ def main(argv: list[str] | None = None) -> int:
     traffic = GatewayTraffic(routes, gateway.url)
     runtime = LocalRuntime(p.runtime, p.volumes, p.logs, metrics=traffic,
                            service_urls={GATEWAY_SERVICE_URL: gateway.url})
-    manager = Manager(store, runtime, [TrainingJobController(store, runtime),
-                                       ServingController("Endpoint", store, runtime, traffic, keys=store.api_keys),
-                                       ServingController("App", store, runtime, traffic, keys=store.api_keys)])
+    # Our own MLflow server (started below, in the background), an external one, or none (logged why).
+    tracking = setup_tracking(p.home, p.volumes)
+    tracker = tracking.tracker if tracking else None
+    manager = Manager(store, runtime, [TrainingJobController(store, runtime, tracker=tracker),
+                                       ServingController("Endpoint", store, runtime, traffic, keys=store.api_keys,
+                                                         tracker=tracker),
+                                       ServingController("App", store, runtime, traffic, keys=store.api_keys),
+                                       SweepController(store, tracker=tracker)])
     token = load_or_create_admin_token(p.admin_token)
     app = create_app(store, RuntimeLogs(runtime), hash_token(token), package_version("shipyard"),
-                     port_forward=RuntimePortForward(runtime))
+                     port_forward=RuntimePortForward(runtime), models=tracker)
 
+    if tracking is not None:
+        tracking.start()
     runtime.start()
     manager.start()
-    write_daemon_info(p, url, gateway.url)
-    log.info("Shipyard %s listening on %s, gateway on %s (home %s)", package_version("shipyard"), url,
-             gateway.url, p.home)
+    write_daemon_info(p, url, gateway.url, tracking.url if tracking else None)
+    log.info("Shipyard %s listening on %s, gateway on %s%s (home %s)", package_version("shipyard"), url,
+             gateway.url, f", MLflow on {tracking.url}" if tracking else "", p.home)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     # uvicorn re-raises the signal that stopped it once it has shut down, restoring the handler it found
     # first; a no-op handler here makes that re-raise harmless, so the cleanup below always runs.
@@ -177,9 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         log.info("shutting down: stopping controllers and workloads")
         manager.stop()
         log.info("controllers stopped")
+        if tracking is not None:
+            tracking.terminate()  # it shuts down while the workloads do; waited for below
         gateway.stop()
         runtime.stop(stop_pods=True)
         log.info("workloads stopped")
+        if tracking is not None:
+            tracking.stop()
+            log.info("tracking server stopped")
         store.close()
         try:
             if json.loads(p.daemon_info.read_text()).get("pid") == os.getpid():

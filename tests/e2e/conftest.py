@@ -17,9 +17,11 @@ SHIPYARD = [sys.executable, "-m", "shipyard.cli.main"]
 
 
 class Shipyard:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, tracking: bool = False):
         self.home = home
         self.env = {**os.environ, "SHIPYARD_HOME": str(home), "COLUMNS": "200"}
+        # An MLflow server costs each daemon ~8 s of CPU at start: only the tests about tracking get one.
+        self.env["SHIPYARD_TRACKING"] = "on" if tracking else "off"
         self.env.pop("SHIPYARD_API_URL", None)
         self.env.pop("SHIPYARD_TOKEN", None)
 

@@ -8,8 +8,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shipyard.compiler import compile_resource
-from shipyard.resources import App, Endpoint, ServingResource, TrainingJob, load_resources, parse_yaml
+from shipyard.compiler import RegistryModel, compile_resource
+from shipyard.controllers.sweep.searchspace import assignment
+from shipyard.controllers.sweep.substitute import trial_job
+from shipyard.resources import App, Endpoint, ServingResource, Sweep, TrainingJob, load_resources, parse_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -21,6 +23,9 @@ def example_resources():
     out = []
     for path in sorted((ROOT / "examples").rglob("*.yaml")):
         for res in load_resources(parse_yaml(path.read_text(), str(path))):
+            if isinstance(res, Sweep):
+                # A Sweep compiles to nothing itself; what runs is its trials, checked through the first one.
+                res = trial_job(res, 0, assignment(res.spec, 0))
             out.append((path.stem, res))
     return out
 
@@ -65,10 +70,22 @@ def variants():
                  "replicas": {"min": 0, "max": 2}, "autoscaling": {}, "scaleToZero": {"idleSeconds": 60},
                  "readinessProbe": {"path": "/_stcore/health"}},
     })
-    return [("gpu-job", base), ("endpoint-vllm", vllm), ("endpoint-custom", custom), ("app-streamlit", streamlit)]
+    registry = Endpoint.model_validate({
+        "metadata": {"name": "champion", "namespace": "research", "uid": "0b7c6a3e-aaaa-2222-3333-444455556666"},
+        "spec": {"model": "models:/lifecycle-lora@champion", "replicas": {"min": 1, "max": 2},
+                 "autoscaling": {}, "volumes": [{"name": "cache", "mountPath": "/cache", "size": "1Gi"}]},
+    })
+    return [("gpu-job", base), ("endpoint-vllm", vllm), ("endpoint-custom", custom), ("app-streamlit", streamlit),
+            ("endpoint-registry", registry)]
 
 
 CASES = example_resources() + variants()
+# What the serving controller resolved a `models:/` reference to, for the cases that have one.
+RESOLVED = {"endpoint-registry": {"model": RegistryModel(volume="lifecycle", path="/sweep/trial-2/merged", version=4)}}
+
+
+def compiled(name, resource, **kwargs):
+    return compile_resource(resource, **RESOLVED.get(name, {}), **kwargs)
 
 
 def validate(obj, version):
@@ -87,7 +104,7 @@ def test_every_object_validates(name, resource, version):
         if resource.spec.autoscaling is not None:
             scales += [{"replicas": 1, "autoscale": True}, {"autoscale": True}]
         for kwargs in scales:
-            for obj in compile_resource(resource, **kwargs):
+            for obj in compiled(name, resource, **kwargs):
                 validate(obj, version)
         return
     for restart in (0, 2):
@@ -97,7 +114,7 @@ def test_every_object_validates(name, resource, version):
 
 @pytest.mark.parametrize("name, resource", CASES, ids=[c[0] for c in CASES])
 def test_golden(name, resource):
-    rendered = yaml.safe_dump_all(compile_resource(resource), sort_keys=False)
+    rendered = yaml.safe_dump_all(compiled(name, resource), sort_keys=False)
     golden = GOLDEN / f"{name}.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(rendered)
@@ -107,7 +124,7 @@ def test_golden(name, resource):
 
 @pytest.mark.parametrize("name, resource", CASES, ids=[c[0] for c in CASES])
 def test_deterministic(name, resource):
-    assert json.dumps(compile_resource(resource)) == json.dumps(compile_resource(resource.model_copy(deep=True)))
+    assert json.dumps(compiled(name, resource)) == json.dumps(compiled(name, resource.model_copy(deep=True)))
 
 
 def env_of(objs):
@@ -140,8 +157,8 @@ def test_gang_fails_on_first_failed_pod():
 
 
 def test_restricted_security_context():
-    for _, res in CASES:
-        for obj in compile_resource(res):
+    for name, res in CASES:
+        for obj in compiled(name, res):
             if obj["kind"] not in ("Job", "Deployment"):
                 continue
             pod = obj["spec"]["template"]["spec"]
@@ -263,3 +280,44 @@ def test_serving_objects_are_owned_and_share_volumes_with_jobs():
     job_pvc = next(o for n, r in CASES if n == "finetune" for o in compile_resource(r)
                    if o["kind"] == "PersistentVolumeClaim")
     assert pvc == job_pvc  # the endpoint applies the very claim the fine-tuning job wrote the model to
+
+
+def test_registry_model_is_mounted_read_only_and_served_from_there():
+    ep = serving("endpoint-registry")
+    objs = by_kind(compiled("endpoint-registry", ep))
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    assert c["args"][0] == "/models/registry/sweep/trial-2/merged"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["SHIPYARD_MODEL"] == "/models/registry/sweep/trial-2/merged"
+    assert (env["SHIPYARD_MODEL_URI"], env["SHIPYARD_MODEL_VERSION"]) == ("models:/lifecycle-lora@champion", "4")
+    assert {"mountPath": "/models/registry", "name": "lifecycle", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "lifecycle", "persistentVolumeClaim": {"claimName": "lifecycle"}} in pod["volumes"]
+    # The model's volume is the job's: no claim is compiled for it (its size and class are the job's), only the
+    # Endpoint's own volumes get one.
+    claims = [o["metadata"]["name"] for o in compiled("endpoint-registry", ep)
+              if o["kind"] == "PersistentVolumeClaim"]
+    assert claims == ["cache"]
+
+
+def test_registry_model_volume_already_in_the_spec_is_mounted_twice_not_declared_twice():
+    ep = Endpoint.model_validate({"metadata": {"name": "chat"}, "spec": {
+        "model": "models:/chat/2", "volumes": [{"name": "lifecycle", "mountPath": "/lifecycle"}]}})
+    deploy = by_kind(compile_resource(ep, model=RegistryModel("lifecycle", "/", 2)))["Deployment"]
+    pod = deploy["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["lifecycle"]
+    assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]] == ["/lifecycle", "/models/registry"]
+    assert pod["containers"][0]["args"][0] == "/models/registry"
+
+
+def test_a_new_version_changes_the_pod_template_and_an_unresolved_reference_does_not_compile():
+    ep = serving("endpoint-registry")
+
+    def template(version, path):
+        deploy = by_kind(compile_resource(ep, model=RegistryModel("lifecycle", path, version)))["Deployment"]
+        return deploy["spec"]["template"]
+
+    assert template(4, "/m") != template(5, "/m")  # same files re-registered: still a rollout to the new version
+    assert template(4, "/m") != template(4, "/n")
+    with pytest.raises(ValueError, match="model registry reference"):
+        compile_resource(ep)

@@ -83,3 +83,15 @@ def test_repeated_requeues_of_one_key_keep_one_earliest_deadline():
     q.done("job")
     clock.advance(5)
     assert q.get(timeout=0) is None  # no second chain
+
+
+def test_last_progress_keeps_the_newest_value_of_every_metric_in_the_chunk():
+    text = "\n".join([
+        'SHIPYARD_PROGRESS {"step": 60, "loss": 1.0, "exact_match": 0.4, "eval_loss": 2.0}',
+        'SHIPYARD_PROGRESS {"step": 65, "loss": 0.9, "lr": 0.01}',
+        'SHIPYARD_PROGRESS {"step": 120, "loss": 0.8, "exact_match": 0.7}',
+        'SHIPYARD_PROGRESS {"step": 125, "loss": 0.7, "lr": 0.005}',
+    ])
+    latest = last_progress(text)
+    assert (latest["step"], latest["loss"]) == (125, 0.7)
+    assert latest["metrics"] == {"lr": 0.005, "exact_match": 0.7, "eval_loss": 2.0}

@@ -190,3 +190,143 @@ def test_gateway_key_is_created_into_a_secret_and_revoked_with_the_resource(tmp_
     assert runtime.get("Secret", "default", "chat-gateway-key") is None
     assert store.api_keys.api_key_project(hash_token(token)) is None
     store.close()
+
+
+# --- models:/ references, resolved through the tracker's registry ------------------------------------------
+
+def registry_world(tmp_path, tracker):
+    store = SQLiteStore(tmp_path / "db")
+    runtime, traffic = FakeRuntime(), FakeTraffic()
+    clock = FakeClock(datetime.now(timezone.utc))
+    return store, runtime, clock, ServingController("Endpoint", store, runtime, traffic, clock, tracker=tracker)
+
+
+def registry_endpoint(model="models:/chat@champion", **spec):
+    return Endpoint.model_validate({"metadata": {"name": "chat"}, "spec": {"model": model, **spec}})
+
+
+def served(runtime):
+    container = deployment(runtime)["spec"]["template"]["spec"]["containers"][0]
+    volumes = deployment(runtime)["spec"]["template"]["spec"]["volumes"]
+    return container["args"][0], [v["persistentVolumeClaim"]["claimName"] for v in volumes]
+
+
+def test_a_registry_model_is_resolved_recorded_and_served_from_its_volume(tmp_path):
+    from shipyard.controllers.tracking import FakeTracker
+
+    tracker = FakeTracker()
+    tracker.register_model("chat", None, "lifecycle", "/finetune/merged", aliases=("champion",), project="default")
+    store, runtime, clock, ctl = registry_world(tmp_path, tracker)
+    store.apply([registry_endpoint()])
+    ctl.reconcile(KEY)
+    assert served(runtime) == ("/models/registry/finetune/merged", ["lifecycle"])
+    status = current(store).status
+    assert status.resolved_model.to_wire() == {"uri": "models:/chat@champion", "name": "chat", "version": 1,
+                                               "volume": "lifecycle", "path": "/finetune/merged"}
+    assert status.condition("ModelResolved").status == "True"
+    assert current(store).to_wire()["status"]["resolvedModel"]["version"] == 1
+    assert [e.reason for e in store.list_events("Endpoint", "default", "chat")] == ["ModelResolved"]
+    store.close()
+
+
+def test_moving_the_alias_rolls_out_the_new_version_on_a_later_reconcile(tmp_path):
+    from shipyard.controllers.serving.models import REFRESH_SECONDS
+    from shipyard.controllers.tracking import FakeTracker
+
+    tracker = FakeTracker()
+    tracker.register_model("chat", None, "lifecycle", "/v1", aliases=("champion",), project="default")
+    store, runtime, clock, ctl = registry_world(tmp_path, tracker)
+    store.apply([registry_endpoint()])
+    ctl.reconcile(KEY)
+    before = deployment(runtime)["spec"]["template"]
+    tracker.register_model("chat", None, "lifecycle", "/v2", aliases=("champion",), project="default")
+    ctl.reconcile(KEY)
+    assert deployment(runtime)["spec"]["template"] == before  # asked again only after REFRESH_SECONDS
+    clock.advance(REFRESH_SECONDS)
+    ctl.reconcile(KEY)
+    after = deployment(runtime)["spec"]["template"]
+    assert after != before and served(runtime)[0] == "/models/registry/v2"
+    env = {e["name"]: e.get("value") for e in after["spec"]["containers"][0]["env"]}
+    assert env["SHIPYARD_MODEL_VERSION"] == "2"
+    assert current(store).status.resolved_model.version == 2
+    store.close()
+
+
+def test_an_unresolvable_reference_leaves_the_endpoint_pending_with_the_reason_then_recovers(tmp_path):
+    from shipyard.controllers.serving.models import RETRY_SECONDS
+    from shipyard.controllers.tracking import FakeTracker
+
+    tracker = FakeTracker()
+    store, runtime, clock, ctl = registry_world(tmp_path, tracker)
+    store.apply([registry_endpoint()])
+    ctl.reconcile(KEY)
+    assert deployment(runtime) is None
+    status = current(store).status
+    assert status.phase == "Pending" and status.resolved_model is None
+    cond = status.condition("ModelResolved")
+    assert cond.status == "False" and "has no version or alias 'champion'" in cond.message
+    assert status.condition("Available").reason == "ModelNotResolved"
+    ctl.reconcile(KEY)
+    assert store.list_events("Endpoint", "default", "chat") == []  # the condition says it, not an event per try
+
+    tracker.register_model("chat", None, "lifecycle", "/m", aliases=("champion",), project="default")
+    clock.advance(RETRY_SECONDS)
+    ctl.reconcile(KEY)
+    assert served(runtime) == ("/models/registry/m", ["lifecycle"])
+    assert current(store).status.condition("ModelResolved").status == "True"
+    store.close()
+
+
+def test_a_registry_that_goes_down_does_not_take_the_model_off_the_air(tmp_path):
+    from shipyard.controllers.serving.models import REFRESH_SECONDS
+    from shipyard.controllers.tracking import FakeTracker
+
+    tracker = FakeTracker()
+    tracker.register_model("chat", None, "lifecycle", "/m", project="default")
+    store, runtime, clock, ctl = registry_world(tmp_path, tracker)
+    store.apply([registry_endpoint("models:/chat/1")])
+    ctl.reconcile(KEY)
+    ready_pod(runtime, "chat-a", 40001)
+    ctl.reconcile(KEY)
+    template = deployment(runtime)["spec"]["template"]
+    tracker.fail = True
+    clock.advance(REFRESH_SECONDS)
+    ctl.reconcile(KEY)
+    status = current(store).status
+    assert deployment(runtime)["spec"]["template"] == template and status.phase == "Ready"
+    cond = status.condition("ModelResolved")
+    assert cond.status == "False" and "still serving version 1" in cond.message
+    assert status.resolved_model.version == 1
+    store.close()
+
+
+@pytest.mark.parametrize("register, words", [
+    ({"volume": "lifecycle", "path": "/m", "project": "team-b"}, ["project 'team-b'", "its own project"]),
+    ({"volume": "", "path": "s3://bucket/m"}, ["not registered by Shipyard"]),
+])
+def test_versions_an_endpoint_cannot_mount_are_refused_with_the_reason(tmp_path, register, words):
+    from shipyard.controllers.tracking import FakeTracker
+
+    tracker = FakeTracker()
+    tracker.register_model("chat", None, aliases=("champion",), **register)
+    store, runtime, clock, ctl = registry_world(tmp_path, tracker)
+    store.apply([registry_endpoint()])
+    ctl.reconcile(KEY)
+    assert deployment(runtime) is None
+    message = current(store).status.condition("ModelResolved").message
+    assert all(w in message for w in words), message
+    store.close()
+
+
+def test_without_tracking_a_registry_reference_says_how_to_get_it(tmp_path):
+    store, runtime, clock, ctl = registry_world(tmp_path, None)
+    store.apply([registry_endpoint()])
+    ctl.reconcile(KEY)
+    status = current(store).status
+    assert status.phase == "Pending" and "experiment tracking" in status.condition("ModelResolved").message
+    store.apply([registry_endpoint("/models/chat", volumes=[{"name": "models", "mountPath": "/models"}])])
+    ctl.reconcile(KEY)  # back to a path: the registry's condition and record go
+    status = current(store).status
+    assert status.condition("ModelResolved") is None and status.resolved_model is None
+    assert served(runtime) == ("/models/chat", ["models"])
+    store.close()

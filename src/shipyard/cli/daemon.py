@@ -114,7 +114,8 @@ def up(
             raise CliError(f"the daemon exited with code {code} while starting: {_log_tail(p.daemon_log)}")
         info = _read_info(p.daemon_info)
         if info and info.get("pid") == child.pid and isinstance(info.get("url"), str) and _healthy(info["url"]):
-            typer.echo(f"Shipyard is up at {info['url']}, gateway at {info.get('gatewayUrl')} "
+            mlflow = f", MLflow at {info['mlflowUrl']}" if info.get("mlflowUrl") else ""
+            typer.echo(f"Shipyard is up at {info['url']}, gateway at {info.get('gatewayUrl')}{mlflow} "
                        f"(logs: {p.daemon_log})")
             return
         time.sleep(POLL_SECONDS)

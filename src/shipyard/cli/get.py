@@ -51,6 +51,8 @@ def get(
                 return
             lines, widths = printers.table(columns, wires)
             _out("".join(line + "\n" for line in lines))
+            if name:
+                _out(_details(wires[0]))
         if watch:
             _watch(client, cls.KIND, namespace, name, version, output, columns, widths)
 
@@ -64,6 +66,14 @@ def _watch(client: Client, kind: str, namespace: str | None, name: str | None, v
         else:
             row = [c.render(wire) for c in columns]
             _out(printers.format_rows([row], widths)[0] + "\n")
+            if name:
+                _out(_details(wire))
+
+
+def _details(wire: printers.Wire) -> str:
+    """What one object shows under its row: a Sweep's trials, best first."""
+    trials = printers.sweep_trials(wire) if wire.get("kind") == "Sweep" else []
+    return "".join(f"{line}\n" for line in ["", *trials]) if trials else ""
 
 
 def describe(

@@ -17,7 +17,7 @@ import typer
 from shipyard.client import Client, ShipyardError
 from shipyard.resources import ManifestError
 
-from . import apply, daemon, delete, get, logs, portforward, render, token
+from . import apply, daemon, delete, get, logs, models, portforward, render, token
 from .common import DEFAULT_PROJECT, CliError, State
 
 app = typer.Typer(
@@ -65,6 +65,7 @@ app.command("down")(daemon.down)
 app.command("version")(version)
 app.add_typer(token.app, name="token")
 app.command("port-forward")(portforward.port_forward)
+app.command("models")(models.models)
 
 
 def _fail(message: str, code: int = 1) -> int:

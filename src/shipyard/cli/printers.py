@@ -102,6 +102,23 @@ def _serving_columns() -> list[Column]:
             Column("PUBLIC", "spec.public", wide=True)]
 
 
+def _trials_done(obj: Wire) -> str:
+    done = sum(dig(obj, f"status.trials{k}") or 0 for k in ("Succeeded", "Failed", "Stopped"))
+    return f"{done}/{fmt(dig(obj, 'spec.maxTrials'))}"
+
+
+def _sweep_columns() -> list[Column]:
+    return [NAME, Column("PHASE", "status.phase"), Column("TRIALS", _trials_done),
+            Column("RUNNING", "status.trialsRunning"), Column("BEST", "status.bestTrial.objective"),
+            Column("BEST TRIAL", "status.bestTrial.name"), AGE,
+            Column("OBJECTIVE", lambda o: f"{dig(o, 'spec.objective.goal')} {dig(o, 'spec.objective.metric')}",
+                   wide=True),
+            Column("FAILED", "status.trialsFailed", wide=True), Column("STOPPED", "status.trialsStopped", wide=True),
+            Column("MODEL", lambda o: (f"{dig(o, 'status.registeredModel.name')} "
+                                       f"v{dig(o, 'status.registeredModel.version')}")
+                   if dig(o, "status.registeredModel") else None, wide=True)]
+
+
 NAME = Column("NAME", "metadata.name")
 AGE = Column("AGE", lambda o: age(dig(o, "metadata.creationTimestamp")))
 PROJECT = Column("PROJECT", "metadata.namespace")
@@ -121,6 +138,7 @@ COLUMNS: dict[str, list[Column]] = {
     ],
     "Endpoint": _serving_columns(),
     "App": _serving_columns(),
+    "Sweep": _sweep_columns(),
 }
 DEFAULT_COLUMNS = [NAME, Column("PHASE", "status.phase"), AGE]
 
@@ -142,6 +160,29 @@ def table(columns: list[Column], objects: Iterable[Wire]) -> tuple[list[str], li
     rows = [[c.header for c in columns]] + [[c.render(o) for c in columns] for o in objects]
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     return format_rows(rows, widths), widths
+
+
+def sweep_trials(obj: Wire) -> list[str]:
+    """A Sweep's trials as a table, best objective first (by the goal), trials without one last."""
+    trials = dig(obj, "status.trials") or []
+    if not trials:
+        return []
+    maximize = dig(obj, "spec.objective.goal") == "maximize"
+    names = [p.get("name") for p in dig(obj, "spec.parameters") or []]
+    best = dig(obj, "status.bestTrial.name")
+
+    def order(item: tuple[int, Wire]) -> tuple[int, float, int]:
+        value = item[1].get("objective")
+        return (1, 0.0, item[0]) if value is None else (0, -value if maximize else value, item[0])
+
+    rows = [["TRIAL", "PHASE", *(n.upper() for n in names), "STEP", str(dig(obj, "spec.objective.metric")).upper(),
+             "BEST SEEN", "REASON"]]
+    for _, t in sorted(enumerate(trials), key=order):
+        params = t.get("parameters") or {}
+        rows.append([("* " if t.get("name") == best else "  ") + fmt(t.get("name")), fmt(t.get("phase")),
+                     *(fmt(params.get(n)) for n in names), fmt(t.get("step")), fmt(t.get("objective")),
+                     fmt(t.get("bestObjective")), fmt(t.get("reason"))])
+    return format_rows(rows)
 
 
 # --- structured output ----------------------------------------------------------------------------------
@@ -210,6 +251,16 @@ def describe(obj: Wire, events: list[Wire]) -> str:
         [fmt(c.get("type")), fmt(c.get("status")), fmt(c.get("reason")), fmt(c.get("message")),
          age(c.get("lastTransitionTime")) + " ago" if c.get("lastTransitionTime") else "-"]
         for c in status.get("conditions") or []])
+    if status.get("bestTrial"):
+        bt = status["bestTrial"]
+        best = f"{bt.get('name')} ({fmt(bt.get('objective'))}) {_pairs(bt.get('parameters'))}"
+        lines.append(f"  {'Best Trial:':<21}{best}")
+    if status.get("registeredModel"):
+        rm = status["registeredModel"]
+        lines.append(f"  {'Registered Model:':<21}{rm.get('name')} version {rm.get('version')}")
+    if "trials" in status:
+        table = sweep_trials(obj)
+        lines += ["Trials:", *("  " + line for line in table)] if table else ["Trials:  <none>"]
     if "replicaStatuses" in status:
         lines += _section("Replicas", ["INDEX", "PHASE", "EXIT CODE", "REASON"], [
             [fmt(r.get("index")), fmt(r.get("phase")), fmt(r.get("exitCode")), fmt(r.get("reason"))]

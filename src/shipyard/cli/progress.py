@@ -27,6 +27,10 @@ def _fields(obj: Resource) -> dict[str, Any]:
     step = getattr(progress, "step", None)
     total = getattr(progress, "total_steps", None)
     rate = getattr(progress, "tokens_per_second", None)
+    trials = getattr(status, "trials", None)
+    if trials is not None:  # a Sweep: its progress is how many of its trials have finished
+        step = sum(1 for t in trials if t.phase in ("Succeeded", "Failed", "Stopped"))
+        total = getattr(getattr(obj, "spec", None), "max_trials", None)
     return {
         "phase": getattr(status, "phase", "-"),
         "restarts": getattr(status, "restarts", 0),

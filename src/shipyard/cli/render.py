@@ -28,6 +28,6 @@ def render(
     for resource in resources:
         try:
             objects.extend(compile_resource(resource))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: an Endpoint serving a registry model (resolved when run)
             raise CliError(f"{resource.ref}: {exc}") from None
     typer.echo(printers.dump_documents(objects), nl=False)

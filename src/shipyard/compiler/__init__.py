@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.resources import Resource, ServingResource, TrainingJob
+from shipyard.resources import Resource, ServingResource, Sweep, TrainingJob
 
-from .serving import ServingContext, compile_serving, default_scaling
+from .serving import RegistryModel, ServingContext, compile_serving, default_scaling
 from .trainingjob import TrainingJobContext, compile_trainingjob
 
 
 def compile_resource(resource: Resource, restart: int = 0, replicas: int | None = None,
-                     autoscale: bool | None = None) -> list[dict[str, Any]]:
+                     autoscale: bool | None = None, model: RegistryModel | None = None) -> list[dict[str, Any]]:
     """`restart` is a TrainingJob's attempt; `replicas`/`autoscale` are a serving resource's scale, each
-    defaulting to `default_scaling` (an HPA when there is room to scale, else max(min, 1) replicas)."""
+    defaulting to `default_scaling` (an HPA when there is room to scale, else max(min, 1) replicas); `model`
+    is what an Endpoint's `models:/` reference resolved to (ValueError without it)."""
     if isinstance(resource, TrainingJob):
         return compile_trainingjob(resource, TrainingJobContext(restart=restart))
     if isinstance(resource, ServingResource):
@@ -25,9 +26,12 @@ def compile_resource(resource: Resource, restart: int = 0, replicas: int | None 
         scale = default.autoscale if autoscale is None else autoscale
         if replicas is None and not scale:
             replicas = max(resource.spec.replicas.min, 1)
-        return compile_serving(resource, ServingContext(replicas=replicas, autoscale=scale))
+        return compile_serving(resource, ServingContext(replicas=replicas, autoscale=scale, model=model))
+    if isinstance(resource, Sweep):
+        raise TypeError("a Sweep compiles to no objects of its own: its controller creates the trials as "
+                        f"TrainingJobs ({resource.metadata.name}-0, -1, …), each compiled like any TrainingJob")
     raise TypeError(f"no compiler for kind {resource.kind!r}")
 
 
-__all__ = ["ServingContext", "TrainingJobContext", "compile_resource", "compile_serving", "compile_trainingjob",
-           "default_scaling"]
+__all__ = ["RegistryModel", "ServingContext", "TrainingJobContext", "compile_resource", "compile_serving",
+           "compile_trainingjob", "default_scaling"]

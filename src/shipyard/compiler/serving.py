@@ -15,6 +15,10 @@ Why these objects, and what keeps a request from failing:
 - The NetworkPolicy admits only the Shipyard gateway (and, for an Ingress, the ingress controller): a
   non-public resource must not be reachable around the gateway's token check. Traffic through an Ingress
   reaches the Service directly, so the gateway's metrics and scale-from-zero holding do not see it.
+- An Endpoint whose model is a registry reference (`models:/NAME@alias`) is compiled from the resolution the
+  controller passes in (`ServingContext.model`): that version's project volume is mounted read-only at
+  REGISTRY_MOUNT and the server is given REGISTRY_MOUNT + the path. The version number is in the pod's env,
+  so a new version behind an alias always changes the pod template, which rolls the Deployment out.
 Pure and deterministic, like every compiler module; the policy of who scales lives in `default_scaling`.
 """
 
@@ -26,6 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from shipyard.resources import App, Endpoint, ServingResource
+from shipyard.resources.endpoint import REGISTRY_MOUNT, parse_model_uri
 from shipyard.resources.quantity import parse_quantity
 
 from .common import (
@@ -53,12 +58,37 @@ INGRESS_NAMESPACE_LABEL = "shipyard.dev/ingress-controller"
 
 
 @dataclass(frozen=True)
+class RegistryModel:
+    """A `models:/` reference as the controller resolved it: the project volume holding the files, the path
+    inside that volume, and the version number."""
+
+    volume: str
+    path: str
+    version: int
+
+
+@dataclass(frozen=True)
 class ServingContext:
-    """What the controller adds to the spec: whether an HPA scales the Deployment, and a replica count to
-    write (None: leave it to the HPA when there is one, else max(min, 1))."""
+    """What the controller adds to the spec: whether an HPA scales the Deployment, a replica count to write
+    (None: leave it to the HPA when there is one, else max(min, 1)), and a registry model's resolution."""
 
     replicas: int | None = None
     autoscale: bool = False
+    model: RegistryModel | None = None
+
+
+def served_model(resource: ServingResource, ctx: ServingContext) -> str | None:
+    """The model directory as the server sees it: the spec's path, or where the registry model is mounted."""
+    if not isinstance(resource, Endpoint):
+        return None
+    ref = parse_model_uri(resource.spec.model)
+    if ref is None:
+        return resource.spec.model
+    if ctx.model is None:
+        raise ValueError(f"model {resource.spec.model} is a model registry reference: the control plane resolves "
+                         "it to a volume when it runs the Endpoint, so it cannot be rendered without a registry")
+    inner = ctx.model.path.strip("/")
+    return f"{REGISTRY_MOUNT}/{inner}" if inner else REGISTRY_MOUNT
 
 
 def default_scaling(resource: ServingResource) -> ServingContext:
@@ -78,7 +108,7 @@ def quantity(value: float) -> str:
     return f"{max(1, round(exact * 1000))}m"
 
 
-def _command(resource: ServingResource) -> tuple[list[str], list[str]]:
+def _command(resource: ServingResource, ctx: ServingContext) -> tuple[list[str], list[str]]:
     if isinstance(resource, App):
         return list(resource.spec.command), list(resource.spec.args)
     if not isinstance(resource, Endpoint):
@@ -92,12 +122,13 @@ def _command(resource: ServingResource) -> tuple[list[str], list[str]]:
              "--host", "0.0.0.0", "--port", "$(PORT)"]
     if spec.max_model_len is not None:
         flags += ["--max-model-len", str(spec.max_model_len)]
+    model = served_model(resource, ctx)
     if spec.engine == "vllm":
-        return ["vllm", "serve"], [spec.model, *flags, *spec.args]
-    return ["python", "-m", "shipyard.workloads.serve"], [spec.model, *flags, *spec.args]
+        return ["vllm", "serve"], [model, *flags, *spec.args]
+    return ["python", "-m", "shipyard.workloads.serve"], [model, *flags, *spec.args]
 
 
-def _env(resource: ServingResource) -> list[dict[str, Any]]:
+def _env(resource: ServingResource, ctx: ServingContext) -> list[dict[str, Any]]:
     spec = resource.spec
     platform = [
         env_var("PORT", str(spec.port)),
@@ -107,8 +138,11 @@ def _env(resource: ServingResource) -> list[dict[str, Any]]:
         env_var("PYTHONUNBUFFERED", "1"),
     ]
     if isinstance(resource, Endpoint):
-        platform += [env_var("SHIPYARD_MODEL", resource.spec.model),
+        platform += [env_var("SHIPYARD_MODEL", served_model(resource, ctx) or ""),
                      env_var("SHIPYARD_SERVED_MODEL_NAME", resource.spec.served_model_name or resource.metadata.name)]
+        if ctx.model is not None:
+            platform += [env_var("SHIPYARD_MODEL_URI", resource.spec.model),
+                         env_var("SHIPYARD_MODEL_VERSION", str(ctx.model.version))]
         if spec.resources.cpu is not None:
             cores = math.floor(parse_quantity(spec.resources.cpu))
             # The built-in server keeps one core for its HTTP event loop (as its own default does); without
@@ -132,14 +166,25 @@ def gateway_key_secret_name(resource: ServingResource) -> str:
     return f"{resource.metadata.name}-gateway-key"
 
 
-def _container(resource: ServingResource) -> dict[str, Any]:
+def _registry_model(resource: ServingResource, ctx: ServingContext) -> RegistryModel | None:
+    """The resolution, only for an Endpoint that serves a registry model (a context passed for a path is moot)."""
+    if isinstance(resource, Endpoint) and parse_model_uri(resource.spec.model) is not None:
+        return ctx.model
+    return None
+
+
+def _container(resource: ServingResource, ctx: ServingContext) -> dict[str, Any]:
     spec = resource.spec
-    command, args = _command(resource)
+    command, args = _command(resource, ctx)
     probe = spec.readiness_probe
+    mounts: list[dict[str, Any]] = [{"mountPath": v.mount_path, "name": v.name} for v in spec.volumes]
+    registry = _registry_model(resource, ctx)
+    if registry is not None:
+        mounts.append({"mountPath": REGISTRY_MOUNT, "name": registry.volume, "readOnly": True})
     container: dict[str, Any] = {
         "args": args,
         "command": command,
-        "env": _env(resource),
+        "env": _env(resource, ctx),
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
         "name": CONTAINER_NAMES[resource.kind],
@@ -152,7 +197,7 @@ def _container(resource: ServingResource) -> dict[str, Any]:
             "timeoutSeconds": probe.timeout_seconds,
         },
         "securityContext": container_security_context(),
-        "volumeMounts": [{"mountPath": v.mount_path, "name": v.name} for v in spec.volumes],
+        "volumeMounts": mounts,
     }
     if not args:
         del container["args"]
@@ -175,13 +220,18 @@ def deployment(resource: ServingResource, ctx: ServingContext) -> dict[str, Any]
         pod_meta["annotations"] = {LOCAL_WORKDIR_ANNOTATION: resource.metadata.annotations[LOCAL_WORKDIR_ANNOTATION]}
     pod_meta["labels"] = object_labels(resource)
     pod_spec: dict[str, Any] = {
-        "containers": [_container(resource)],
+        "containers": [_container(resource, ctx)],
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
     }
-    if spec.volumes:
-        pod_spec["volumes"] = [{"name": v.name, "persistentVolumeClaim": {"claimName": v.name}}
-                               for v in spec.volumes]
+    claims = [v.name for v in spec.volumes]
+    registry = _registry_model(resource, ctx)
+    if registry is not None and registry.volume not in claims:
+        # No claim object is compiled for it: the volume exists (a job wrote the model there) and its size and
+        # class are that job's.
+        claims.append(registry.volume)
+    if claims:
+        pod_spec["volumes"] = [{"name": c, "persistentVolumeClaim": {"claimName": c}} for c in claims]
     deploy_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(resource)},
         "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}, "type": "RollingUpdate"},

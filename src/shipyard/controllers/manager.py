@@ -54,9 +54,14 @@ class Manager:
 
     def _on_store_change(self, event: WatchEvent) -> None:
         kind = event.object["kind"]
+        meta = event.object["metadata"]
         if kind in self._controllers:
-            meta = event.object["metadata"]
             self.queue.add(ObjectKey(kind, meta["namespace"], meta["name"]))
+        # A resource made by another's controller (a Sweep's trial TrainingJobs) wakes its owner too, as
+        # Kubernetes controllers watch the objects they own.
+        for owner in meta.get("ownerReferences") or []:
+            if owner.get("kind") in self._controllers:
+                self.queue.add(ObjectKey(owner["kind"], meta["namespace"], owner["name"]))
 
     def _on_runtime_change(self, owner: OwnerKey) -> None:
         if owner.kind in self._controllers:

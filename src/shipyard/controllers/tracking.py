@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 RunStatus = Literal["RUNNING", "FINISHED", "FAILED", "KILLED"]
@@ -37,6 +37,8 @@ class ModelVersion:
     volume: str
     path: str
     aliases: tuple[str, ...] = ()
+    # The project whose volume holds the files (volume names are per project); None when it is not known.
+    project: str | None = None
 
 
 class Tracker(Protocol):
@@ -47,11 +49,15 @@ class Tracker(Protocol):
 
     def log_metrics(self, run_id: str, metrics: list[Metric]) -> None: ...
 
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Overwrite these tags of a run (some change over its life, such as a job's restart count)."""
+
     def set_terminated(self, run_id: str, status: RunStatus) -> None: ...
 
     def register_model(self, name: str, run_id: str | None, volume: str, path: str,
-                       aliases: tuple[str, ...] = ()) -> ModelVersion:
-        """A new version of registered model `name` whose files are `path` on project volume `volume`."""
+                       aliases: tuple[str, ...] = (), project: str | None = None) -> ModelVersion:
+        """A new version of registered model `name` whose files are `path` on project volume `volume`.
+        The project is the run's (its `shipyard.project` tag) unless given."""
 
     def get_model_version(self, name: str, version_or_alias: str) -> ModelVersion:
         """`version_or_alias`: "3", or an alias such as "champion"; TrackingError if there is none."""
@@ -88,19 +94,25 @@ class FakeTracker:
         self._check()
         self.runs[run_id]["metrics"].extend(metrics)
 
+    def set_tags(self, run_id, tags):
+        self._check()
+        self.runs[run_id]["tags"].update(tags)
+
     def set_terminated(self, run_id, status):
         self._check()
         self.runs[run_id]["status"] = status
 
-    def register_model(self, name, run_id, volume, path, aliases=()):
+    def register_model(self, name, run_id, volume, path, aliases=(), project=None):
         self._check()
         with self._lock:
+            if project is None and run_id in self.runs:
+                project = self.runs[run_id]["tags"].get("shipyard.project")
             version = 1 + max((m.version for m in self.models if m.name == name), default=0)
-            mv = ModelVersion(name, version, run_id, volume, path, tuple(aliases))
+            mv = ModelVersion(name, version, run_id, volume, path, tuple(aliases), project)
             # An alias names one version at a time: moving it takes it from the previous holder.
             self.models = [m if not set(m.aliases) & set(aliases) or m.name != name
-                           else ModelVersion(m.name, m.version, m.run_id, m.volume, m.path,
-                                             tuple(a for a in m.aliases if a not in aliases)) for m in self.models]
+                           else replace(m, aliases=tuple(a for a in m.aliases if a not in aliases))
+                           for m in self.models]
             self.models.append(mv)
             return mv
 

@@ -38,6 +38,32 @@ def check_dns1123_label(value: str, what: str = "name") -> str:
     return value
 
 
+class FieldError(ValueError):
+    """A validator's refusal that names a field below the model it validates (e.g. `trial.args[3]` from a
+    spec's validator), so manifest errors point at that field instead of at the whole spec."""
+
+    def __init__(self, path: str, message: str):
+        self.path, self.message = path, message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as the field path people write: `spec.volumes[0].mountPath`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def join_path(base: str, sub: str) -> str:
+    if not base or not sub or sub.startswith("["):
+        return base + sub
+    return f"{base}.{sub}"
+
+
 class Model(BaseModel):
     """Base for every wire type: camelCase aliases, strict about unknown fields."""
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .base import API_VERSION, Resource
+from .base import API_VERSION, FieldError, Resource, format_loc, join_path
 from .registry import KINDS
 
 MAX_DOCUMENT_BYTES = 1 << 20  # an object larger than etcd's 1.5 MiB limit could never be stored on a cluster
@@ -109,16 +109,6 @@ def parse_yaml(text: str | bytes, source: str) -> list[Document]:
     return documents
 
 
-def format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def validate_document(doc: Document) -> Resource:
     """Validate one plain document into its kind's model, or raise ManifestError naming the field."""
     body = doc.body
@@ -145,6 +135,9 @@ def validate_document(doc: Document) -> Resource:
         message = err["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, "):]
+        error = (err.get("ctx") or {}).get("error")
+        if isinstance(error, FieldError):
+            path, message = join_path(path, error.path), error.message
         if err["type"] == "extra_forbidden":
             message = "unknown field"
         elif err["type"] == "missing":

@@ -5,9 +5,10 @@ from __future__ import annotations
 from .app import App
 from .base import Resource
 from .endpoint import Endpoint
+from .sweep import Sweep
 from .trainingjob import TrainingJob
 
-KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (TrainingJob, Endpoint, App)}
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (TrainingJob, Endpoint, App, Sweep)}
 
 
 def kind_class(kind: str) -> type[Resource]:

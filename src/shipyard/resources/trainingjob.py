@@ -145,6 +145,14 @@ class Progress(Model):
     updated_at: datetime | None = None
 
 
+class TrackingStatus(Model):
+    """How far the job's metric history has reached the tracker: per pod, the bytes of its log already sent
+    (kept here so that a restarted daemon neither re-sends nor skips lines), and whether the run was ended."""
+
+    log_offsets: dict[str, int] = Field(default_factory=dict)
+    run_ended: bool = False
+
+
 class TrainingJobStatus(Status):
     phase: TrainingJobPhase = "Pending"
     restarts: int = 0
@@ -153,6 +161,9 @@ class TrainingJobStatus(Status):
     last_restart_time: datetime | None = None
     replica_statuses: list[ReplicaStatus] = Field(default_factory=list)
     progress: Progress | None = None
+    # The job's MLflow run, when the control plane tracks experiments.
+    mlflow_run_id: str | None = None
+    tracking: TrackingStatus | None = None
 
 
 class TrainingJob(Resource):

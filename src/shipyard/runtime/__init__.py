@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .protocol import LogReader, NativeObject, OwnerKey, PodMetrics, Runtime
+    from .protocol import LogRangeReader, LogReader, NativeObject, OwnerKey, PodMetrics, Runtime
 
-__all__ = ["LogReader", "NativeObject", "OwnerKey", "PodMetrics", "Runtime"]
+__all__ = ["LogRangeReader", "LogReader", "NativeObject", "OwnerKey", "PodMetrics", "Runtime"]
 
 
 def __getattr__(name: str):

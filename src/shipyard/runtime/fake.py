@@ -7,6 +7,7 @@ add pods, finish deletions, put text in a pod's log.
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from .protocol import NativeObject, OwnerKey
@@ -22,6 +23,7 @@ class FakeRuntime:
         self.deleted: list[Key] = []
         # With graceful_delete, deleted Jobs linger (deletionTimestamp) until finish_deletions().
         self.graceful_delete = graceful_delete
+        self._pods_made = 0
         self._subscribers: list[Callable[[OwnerKey], None]] = []
 
     def apply(self, obj: NativeObject) -> NativeObject:
@@ -70,6 +72,9 @@ class FakeRuntime:
         data = self.logs.get((namespace, pod), b"")
         yield data[-tail_bytes:] if tail_bytes else data
 
+    def read_log_range(self, namespace: str, pod: str, offset: int, max_bytes: int) -> bytes:
+        return self.logs.get((namespace, pod), b"")[offset:offset + max_bytes]
+
     # --- playing the cluster -------------------------------------------------------------------------
 
     def set_job_condition(self, namespace: str, name: str, type_: str, reason: str = "", message: str = "") -> None:
@@ -91,11 +96,13 @@ class FakeRuntime:
                 status["phase"] = "Pending"
                 status["conditions"].append({"type": "PodScheduled", "status": "False",
                                              "reason": reason[index][0], "message": reason[index][1]})
-            name = f"{job_name}-{index}-{len(self.objects)}"
+            # Unique and increasing, like a real runtime's: a gang restart's pods never take an old pod's name.
+            self._pods_made += 1
+            name = f"{job_name}-{index}-{self._pods_made}"
+            created = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=self._pods_made)
             self.objects[("Pod", namespace, name)] = {
                 "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": namespace,
-                             "creationTimestamp": f"2026-01-01T00:00:{len(self.objects):02d}+00:00",
+                "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created.isoformat(),
                              "labels": {**template["metadata"]["labels"], "batch.kubernetes.io/job-name": job_name},
                              "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
                 "spec": template["spec"], "status": status,

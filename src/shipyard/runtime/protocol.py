@@ -44,6 +44,15 @@ class LogReader(Protocol):
                  tail_bytes: int | None = None) -> Iterator[bytes]: ...
 
 
+@runtime_checkable
+class LogRangeReader(Protocol):
+    """Reading a pod's log from a byte offset: how a consumer that keeps its place (metric histories) reads
+    only what is new, instead of the whole log or a tail that may have skipped lines."""
+
+    def read_log_range(self, namespace: str, pod: str, offset: int, max_bytes: int) -> bytes:
+        """Up to `max_bytes` of the log from byte `offset`; b"" at its end or when the pod has no log."""
+
+
 # Metrics the gateway reports per upstream (an upstream id is the pod's name), for HorizontalPodAutoscalers
 # with `type: Pods` metrics.
 IN_FLIGHT_METRIC = "shipyard_gateway_upstream_in_flight"

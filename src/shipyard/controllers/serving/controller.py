@@ -23,7 +23,10 @@ from shipyard.tokens import HINT_CHARS, hash_token, new_api_key
 
 from ..clock import Clock, SystemClock
 from ..manager import ObjectKey, Result
+from ..tracking import Tracker
 from . import scale_to_zero
+from .models import CONDITION as MODEL_CONDITION
+from .models import ModelResolver, registry_ref
 from .pods import ready_upstreams
 from .traffic import RouteTarget, Traffic, TrafficStats
 
@@ -37,8 +40,10 @@ METRICS_WRITE_SECONDS = 2.0  # traffic figures change on every request: write th
 
 class ServingController:
     def __init__(self, kind: str, store: Store, runtime: Runtime, traffic: Traffic, clock: Clock | None = None,
-                 keys: ApiKeyStore | None = None):
+                 keys: ApiKeyStore | None = None, tracker: Tracker | None = None):
+        """`tracker`: the model registry that Endpoints' `models:/` references are resolved through."""
         self.kind = kind
+        self._models = ModelResolver(tracker)
         self._store = store
         self._keys = keys
         self._runtime = runtime
@@ -97,7 +102,27 @@ class ServingController:
             status.last_scale_time = now
             self._event(resource, "Normal", decision.reason, decision.message)
 
-        desired = compile_resource(resource, replicas=replicas, autoscale=autoscale)
+        resolved, unresolved = self._resolve_model(resource, status, now)
+        if unresolved is None:
+            self._apply_children(resource, replicas, autoscale, resolved)
+        # else nothing can be compiled: what runs is left alone (an earlier model may still serve) until it can.
+
+        deployment = self._runtime.get("Deployment", ns, name) or {}
+        pods = self._runtime.list("Pod", ns, {KIND_LABEL: self.kind.lower(), NAME_LABEL: name})
+        upstreams = ready_upstreams(pods)
+        self._traffic.set_route(RouteTarget(project=ns, name=name, kind=self.kind, public=spec.public,
+                                            upstreams=upstreams, scalable_from_zero=idle_seconds is not None))
+        self._observe(resource, status, deployment, upstreams, stats, decision, now)
+        if unresolved is not None and not upstreams and not decision.idle:
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Available", status="False", reason="ModelNotResolved", message=unresolved), now)
+        self._write_status(resource, status)
+        settling = status.ready_replicas != status.desired_replicas or status.replicas != status.desired_replicas
+        return Result(requeue_after=SETTLING_RESYNC if settling else ACTIVE_RESYNC)
+
+    def _apply_children(self, resource: Any, replicas: int | None, autoscale: bool, model: Any) -> None:
+        ns, name = resource.metadata.namespace, resource.metadata.name
+        desired = compile_resource(resource, replicas=replicas, autoscale=autoscale, model=model)
         key_secret = self._gateway_key_secret(resource)
         if key_secret is not None:
             desired.insert(0, key_secret)  # before the Deployment: its pods read the key at start
@@ -112,15 +137,25 @@ class ServingController:
                 self._runtime.apply(obj)
         self._delete_children(ns, name, keep={(o["kind"], o["metadata"]["name"]) for o in desired})
 
-        deployment = self._runtime.get("Deployment", ns, name) or {}
-        pods = self._runtime.list("Pod", ns, {KIND_LABEL: self.kind.lower(), NAME_LABEL: name})
-        upstreams = ready_upstreams(pods)
-        self._traffic.set_route(RouteTarget(project=ns, name=name, kind=self.kind, public=spec.public,
-                                            upstreams=upstreams, scalable_from_zero=idle_seconds is not None))
-        self._observe(resource, status, deployment, upstreams, stats, decision, now)
-        self._write_status(resource, status)
-        settling = status.ready_replicas != status.desired_replicas or status.replicas != status.desired_replicas
-        return Result(requeue_after=SETTLING_RESYNC if settling else ACTIVE_RESYNC)
+    def _resolve_model(self, resource: Any, status: Any, now: datetime) -> tuple[Any, str | None]:
+        """(what to compile an Endpoint's registry model with, None or why it cannot be compiled yet)."""
+        if not hasattr(status, "resolved_model"):
+            return None, None  # an App
+        if not registry_ref(resource):
+            status.resolved_model = None
+            status.conditions = [c for c in status.conditions if c.type != MODEL_CONDITION]
+            return None, None
+        resolution = self._models.resolve(resource, status.resolved_model, now)
+        status.conditions = set_condition(status.conditions, resolution.condition, now)
+        record = resolution.record
+        # Failures are in the condition only: right after `shipyard up` every reference fails for a few seconds
+        # while the tracking server starts, and an event for each would be noise.
+        if record is not None and record != status.resolved_model:
+            self._event(resource, "Normal", "ModelResolved", resolution.condition.message)
+        status.resolved_model = record
+        if resolution.model is None:
+            return None, resolution.condition.message
+        return resolution.model, None
 
     def _observe(self, resource: Any, status: Any, deployment: dict[str, Any], upstreams: tuple, stats:
                  TrafficStats | None, decision: scale_to_zero.Decision, now: datetime) -> None:
@@ -192,6 +227,7 @@ class ServingController:
         self._revoke_key(ns, self._key_name(name))
         self._traffic.remove_route(ns, name)
         self._metrics_written.pop((ns, name), None)
+        self._models.forget(ns, name)
         if not self._delete_children(ns, name, keep=set()):
             return Result(requeue_after=SETTLING_RESYNC)
         if FINALIZER in resource.metadata.finalizers:

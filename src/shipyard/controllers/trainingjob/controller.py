@@ -20,9 +20,11 @@ from shipyard.store.protocol import Conflict, NotFound, Store
 
 from ..clock import Clock, SystemClock
 from ..manager import ObjectKey, Result
+from ..tracking import Tracker
 from . import restart_policy
 from .progress import last_progress
 from .replicas import failure_summary, newest_pods, replica_statuses
+from .run_tracking import RETRY_SECONDS, RunTracking
 
 FINALIZER = "shipyard.dev/cleanup"
 PROGRESS_TAIL_BYTES = 64 * 1024
@@ -33,10 +35,12 @@ WAITING_RESYNC = 0.25
 class TrainingJobController:
     kind = "TrainingJob"
 
-    def __init__(self, store: Store, runtime: Runtime, clock: Clock | None = None):
+    def __init__(self, store: Store, runtime: Runtime, clock: Clock | None = None, tracker: Tracker | None = None):
         self._store = store
         self._runtime = runtime
         self._clock = clock or SystemClock()
+        # Without a tracker nothing is tracked and nothing else changes.
+        self._tracking = RunTracking(tracker, runtime, store) if tracker is not None else None
 
     # --- entry point ---------------------------------------------------------------------------------
 
@@ -106,6 +110,8 @@ class TrainingJobController:
             self._fail(job, status, now, "DeadlineExceeded",
                        f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
             self._runtime.delete("Job", ns, name)
+        if self._tracking is not None:
+            self._tracking.sync(job, status, now)
         self._write_status(job, status)
         return Result(requeue_after=requeue)
 
@@ -194,18 +200,28 @@ class TrainingJobController:
         self._event(job, "Warning", "Failed", message)
 
     def _after_finish(self, job: TrainingJob, now: datetime) -> Result:
+        retry: float | None = None
+        if self._tracking is not None and self._tracking.pending(job):
+            # The run outlived the pass that saw the job finish (the tracker was down): complete it now.
+            status = job.status.model_copy(deep=True)
+            if not self._tracking.sync(job, status, now):
+                retry = RETRY_SECONDS
+            self._write_status(job, status)
         ttl = job.spec.ttl_seconds_after_finished
         if ttl is None or job.status.completion_time is None:
-            return Result()
+            return Result(requeue_after=retry)
         expires = job.status.completion_time + timedelta(seconds=ttl)
         if now >= expires:
             self._store.delete(self.kind, job.metadata.namespace, job.metadata.name)
             return Result()
-        return Result(requeue_after=(expires - now).total_seconds())
+        wait = (expires - now).total_seconds()
+        return Result(requeue_after=min(wait, retry) if retry is not None else wait)
 
     def _finalize(self, job: TrainingJob) -> Result:
         if not self._delete_children(job.metadata.namespace, job.metadata.name):
             return Result(requeue_after=WAITING_RESYNC)
+        if self._tracking is not None:
+            self._tracking.forget(job)
         if FINALIZER in job.metadata.finalizers:
             job.metadata.finalizers.remove(FINALIZER)
             try:

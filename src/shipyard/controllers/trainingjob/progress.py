@@ -40,9 +40,17 @@ def parse_line(line: str) -> dict[str, Any] | None:
 
 
 def last_progress(text: str) -> dict[str, Any] | None:
-    """The newest valid progress line in a chunk of log text (normally its tail)."""
+    """The newest valid progress line in a chunk of log text (normally its tail), with `metrics` holding the
+    newest value of every metric seen in the chunk: evaluations (eval_loss, exact_match) are printed every N
+    steps, and a sweep judging trials by one must still see it after later training lines."""
+    newest: dict[str, Any] | None = None
     for line in reversed(text.splitlines()):
         parsed = parse_line(line)
-        if parsed is not None:
-            return parsed
-    return None
+        if parsed is None:
+            continue
+        if newest is None:
+            newest = parsed
+        else:
+            for key, value in parsed["metrics"].items():
+                newest["metrics"].setdefault(key, value)
+    return newest

@@ -157,6 +157,14 @@ class LocalRuntime:
                     return
                 time.sleep(0.2)  # a file has no change notification that works everywhere
 
+    def read_log_range(self, namespace: str, pod: str, offset: int, max_bytes: int) -> bytes:
+        try:
+            with open(self.log_path(namespace, pod), "rb") as fh:
+                fh.seek(offset)
+                return fh.read(max_bytes)
+        except FileNotFoundError:
+            return b""
+
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:

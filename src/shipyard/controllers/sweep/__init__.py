@@ -1,0 +1,5 @@
+from .controller import FINALIZER, SweepController
+from .substitute import PARAMETERS_ANNOTATION, PARENT_RUN_ANNOTATION, SWEEP_LABEL, TRIAL_INDEX_LABEL
+
+__all__ = ["FINALIZER", "PARAMETERS_ANNOTATION", "PARENT_RUN_ANNOTATION", "SWEEP_LABEL",
+           "SweepController", "TRIAL_INDEX_LABEL"]
