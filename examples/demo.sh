@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: the LLM lifecycle on the embedded runtime — pre-train a small GPT on 2 DDP replicas, LoRA
-# fine-tune it, then serve it as an Endpoint behind the gateway (with a project key) beside the playground
-# App, and ask it questions about modules it never saw in training. Nothing is downloaded: the text is
+# `make demo`: the LLM lifecycle on the embedded runtime — pre-train a small GPT on 2 DDP replicas, run a
+# LoRA fine-tuning sweep (tracked in MLflow, best trial registered), serve the registered model as an Endpoint
+# behind the gateway (with a project key) beside the playground App, and ask it questions about modules it
+# never saw in training. Nothing is downloaded: the text is
 # Python's own documentation and sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,23 +26,23 @@ echo
 echo "==> shipyard logs trainingjob/pretrain --tail 2"
 shipyard logs trainingjob/pretrain --tail 2
 echo
-echo "==> shipyard apply -f examples/lifecycle/finetune.yaml --wait   (LoRA from the shared volume, ~20 s)"
-shipyard apply -f examples/lifecycle/finetune.yaml --wait
+echo "==> shipyard apply -f examples/lifecycle/sweep.yaml --wait   (4 LoRA trials, 2 at a time, tracked in MLflow, ~1.5 min)"
+shipyard apply -f examples/lifecycle/sweep.yaml --wait
 echo
-echo "==> shipyard get trainingjobs -o wide"
-shipyard get trainingjobs -o wide
+echo "==> shipyard get sweep lifecycle-sweep   (trials, best first; the best is registered as models:/lifecycle@champion)"
+shipyard get sweep lifecycle-sweep
 echo
-echo "==> shipyard logs trainingjob/finetune --tail 2"
-shipyard logs trainingjob/finetune --tail 2
+echo "==> shipyard models"
+shipyard models
 echo
-
-echo "==> shipyard apply -f examples/endpoint.yaml -f examples/playground-app.yaml --wait   (behind the gateway)"
-shipyard apply -f examples/endpoint.yaml -f examples/playground-app.yaml --wait
+echo "==> shipyard apply -f examples/lifecycle/serve.yaml -f examples/playground-app.yaml --wait   (behind the gateway)"
+shipyard apply -f examples/lifecycle/serve.yaml -f examples/playground-app.yaml --wait
 echo
 echo "==> shipyard get endpoints; shipyard get apps"
 shipyard get endpoints
 shipyard get apps
 URL=$(shipyard get endpoint lifecycle -o json | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["status"]["url"])')
+MLFLOW_URL=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("mlflowUrl"))' "$SHIPYARD_HOME/daemon.json")
 APP_URL=$(shipyard get app playground -o json | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["status"]["url"])')
 echo
 echo "==> shipyard token create demo   (a project key: the gateway refuses requests without one)"
@@ -75,5 +76,6 @@ Everything is still running. Try:
        -d '{"model": "lifecycle", "messages": [{"role": "user", "content": "Is \`json.dumps\` a class, a function or a constant?"}]}'
   open $APP_URL          # the playground (Gradio), calling the endpoint through the gateway
   .venv/bin/shipyard get endpoints -w     # watch it scale (to zero after 5 idle minutes)
+  open $MLFLOW_URL        # MLflow: the sweep as a parent run, trials as child runs, the registered model
   .venv/bin/shipyard down                 # stops it and everything it started
 MSG

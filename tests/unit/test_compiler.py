@@ -81,7 +81,8 @@ def variants():
 
 CASES = example_resources() + variants()
 # What the serving controller resolved a `models:/` reference to, for the cases that have one.
-RESOLVED = {"endpoint-registry": {"model": RegistryModel(volume="lifecycle", path="/sweep/trial-2/merged", version=4)}}
+RESOLVED = {"endpoint-registry": {"model": RegistryModel(volume="lifecycle", path="/sweep/trial-2/merged", version=4)},
+            "serve": {"model": RegistryModel(volume="lifecycle", path="/sweep/lifecycle-sweep-1/merged", version=1)}}
 
 
 def compiled(name, resource, **kwargs):

@@ -39,6 +39,7 @@ def _fields(obj: Resource) -> dict[str, Any]:
         "steps": f"{step}/{total}" if step is not None and total else fmt(step),
         "loss": fmt(getattr(progress, "loss", None)),
         "rate": "-" if rate is None else f"{rate:,.0f}",
+        "trials": trials is not None,
     }
 
 
@@ -103,7 +104,9 @@ class _Plain:
             tenth = int(10 * f["step"] / f["total"])
             if tenth > self.reported.get(key, 0):
                 self.reported[key] = tenth
-                self.console.print(f"{self.kind}/{key[1]} step {f['steps']} loss {f['loss']} {f['rate']} tok/s{extra}",
+                unit = "trials done" if f["trials"] else "step"
+                figures = "" if f["trials"] else f" loss {f['loss']} {f['rate']} tok/s"
+                self.console.print(f"{self.kind}/{key[1]} {unit} {f['steps']}{figures}{extra}",
                                    highlight=False, soft_wrap=True)
 
 
