@@ -16,7 +16,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common, platform_latency, pretrain_throughput, serve_throughput, training_overhead  # noqa: E402
+from benchmarks import (  # noqa: E402
+    common, gateway_overhead, platform_latency, pretrain_throughput, serve_throughput, sweep_overhead,
+    training_overhead,
+)
 
 RUN_ALL_ROUNDS = 6  # more than training_overhead.py's default of 3 (the budget allows it), and even, so that
 # the alternating order puts each side first equally often
@@ -24,7 +27,7 @@ RUN_ALL_ROUNDS = 6  # more than training_overhead.py's default of 3 (the budget 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog="Takes about 10 minutes on 2 quiet cores with the defaults.")
+                                     epilog="Takes about 13 minutes on 2 quiet cores with the defaults.")
     training = parser.add_argument_group("training overhead")
     training_overhead.add_arguments(training)
     training.set_defaults(rounds=RUN_ALL_ROUNDS)
@@ -34,12 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     _add_prefixed(pretrain, pretrain_throughput.add_arguments, "pretrain")
     serve = parser.add_argument_group("serve throughput")
     _add_prefixed(serve, serve_throughput.add_arguments, "serve")
+    gateway = parser.add_argument_group("gateway overhead")
+    _add_prefixed(gateway, gateway_overhead.add_arguments, "gateway")
+    sweep = parser.add_argument_group("sweep overhead")
+    _add_prefixed(sweep, sweep_overhead.add_arguments, "sweep")
     args = parser.parse_args(argv)
     training_overhead.check_arguments(parser, args)
     platform_latency.check_arguments(parser, args)
     pretrain_args, serve_args = _unprefixed(args, "pretrain"), _unprefixed(args, "serve")
     pretrain_throughput.check_arguments(parser, pretrain_args)
     serve_throughput.check_arguments(parser, serve_args)
+    gateway_args, sweep_args = _unprefixed(args, "gateway"), _unprefixed(args, "sweep")
+    gateway_overhead.check_arguments(parser, gateway_args)
+    sweep_overhead.check_arguments(parser, sweep_args)
 
     started = time.monotonic()
     print(f"Shipyard benchmarks on {common.machine()}\n", flush=True)
@@ -50,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     pretrain_result = pretrain_throughput.run(pretrain_args)
     print(flush=True)
     serve_result = serve_throughput.run(serve_args)
+    print(flush=True)
+    gateway_result = gateway_overhead.run(gateway_args)
+    print(flush=True)
+    sweep_result = sweep_overhead.run(sweep_args)
     elapsed = time.monotonic() - started
 
     disturbed = overhead["foreign_cores_max"] > training_overhead.FOREIGN_WARNING_CORES
@@ -77,6 +91,19 @@ def main(argv: list[str] | None = None) -> int:
                      f"p99 {r['ttft_p99'] * 1000:.0f} ms)",
                      ">= 5×" if r["concurrency"] == 32 else "-",
                      _verdict(ratio >= 5) if r["concurrency"] == 32 else "figure"])
+    gw = gateway_result["modes"]
+    rows.append(["gateway requests/s at 64 clients (trivial upstream)",
+                 f"{gw['max']['gateway']['requests_per_second']:,.0f}", ">= 2,000",
+                 _verdict(gw["max"]["gateway"]["requests_per_second"] >= 2000)])
+    added = (gw["loaded"]["gateway"]["added_p50_ms"], gw["loaded"]["gateway"]["added_p99_ms"])
+    rows.append(["gateway added latency p50 / p99 (1,000 req/s offered)", f"{added[0]:+.2f} / {added[1]:+.2f} ms",
+                 "<= 1 / 3 ms", _verdict(added[0] <= 1 and added[1] <= 3)])
+    rows.append(["sweep: trial created -> running, beyond start-up",
+                 f"{sweep_result['overhead_median']:.2f} s median, {sweep_result['overhead_max']:.2f} s max", "-",
+                 "figure"])
+    rows.append(["sweep makespan vs the same trials one after another",
+                 f"{sweep_result['makespan']:.1f} s vs {sweep_result['sequential']:.1f} s "
+                 f"({sweep_result['speedup']:.2f}x)", "-", "figure"])
     print("\n== summary")
     print(common.table(["benchmark", "measured", "target", "verdict"], rows, align="llll"))
     print(f"\nnoise: run-to-run spread of tokens/s (max-min)/median: plain {overhead['plain_spread']:.1%}, "
