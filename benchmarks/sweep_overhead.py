@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> dict:
           f"{args.parallelism}, {args.repeats} repeat(s)", flush=True)
     startup = common.median(common.python_startup())
     common.log("plain: the same trials one after another…")
-    sequential = [plain_sequential(args) for _ in range(args.repeats)]
+    with common.ForeignLoad() as plain_foreign:
+        sequential = [plain_sequential(args) for _ in range(args.repeats)]
     sweeps = []
     with common.shipyard_instance() as instance:
         _wait_tracking(instance)
@@ -134,8 +135,8 @@ def run(args: argparse.Namespace) -> dict:
         ["speed-up (plain sequential / sweep)", f"{seq / span:.2f}x"],
     ]
     print(common.table(["measure", "value"], rows, align="ll"))
-    print(f"Python start-up subtracted: {startup:.3f} s; foreign load during the sweeps: {foreign.cores:.2f} cores",
-          flush=True)
+    print(f"Python start-up subtracted: {startup:.3f} s; foreign load: {plain_foreign.cores:.2f} cores during the "
+          f"plain runs, {foreign.cores:.2f} during the sweeps", flush=True)
     return {"overhead_median": common.median(overheads), "overhead_max": max(overheads), "sequential": seq,
             "makespan": span, "speedup": seq / span, "foreign_cores": foreign.cores}
 
