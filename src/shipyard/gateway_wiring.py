@@ -7,6 +7,7 @@ The gateway knows nothing of Shipyard, controllers see it as `Traffic`, the loca
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 from shipyard.controllers.serving import RouteTarget, TrafficStats
@@ -19,11 +20,14 @@ from shipyard.tokens import hash_token
 class GatewayTraffic:
     """controllers.serving.Traffic over the gateway's route table; also indexes pod → route for metrics."""
 
-    def __init__(self, table: RouteTable, base_url: str):
+    def __init__(self, table: RouteTable, base_url: str, clock: Callable[[], float] = time.monotonic):
         self._table = table
+        self._clock = clock  # the gateway's counters run on time.monotonic
         self._base_url = base_url.rstrip("/")
         self._lock = threading.Lock()
         self._route_of_pod: dict[tuple[str, str], str] = {}  # (project, pod) → route name
+        # (project, pod) → (monotonic time, busy seconds, mean in-flight) of the previous HPA read
+        self._last_read: dict[tuple[str, str], tuple[float, float, float]] = {}
 
     def set_route(self, route: RouteTarget) -> None:
         self._table.set_route(Route(
@@ -35,6 +39,8 @@ class GatewayTraffic:
                 del self._route_of_pod[key]
             for upstream in route.upstreams:
                 self._route_of_pod[(route.project, upstream.id)] = route.name
+            for key in [k for k in self._last_read if k not in self._route_of_pod]:
+                del self._last_read[key]
 
     def remove_route(self, project: str, name: str) -> None:
         self._table.remove_route(project, name)
@@ -63,10 +69,27 @@ class GatewayTraffic:
         if upstream is None:
             return None
         if metric == IN_FLIGHT_METRIC:
-            return float(upstream.in_flight)
+            return self._mean_in_flight((namespace, pod), upstream.in_flight, upstream.busy_seconds)
         if metric == REQUESTS_PER_SECOND_METRIC:
             return upstream.requests_per_second
         return None
+
+
+    def _mean_in_flight(self, key: tuple[str, str], now_in_flight: int, busy: float) -> float:
+        """Mean concurrency since the previous read (the HPA reads once per sync): steadier than one count,
+        which a burst of short requests makes jump and the HPA then overshoots on. The first read, or one
+        sooner than MIN_WINDOW after the last, falls back to the count or to the previous mean."""
+        now = self._clock()
+        with self._lock:
+            previous = self._last_read.get(key)
+            if previous is not None and now - previous[0] < MIN_WINDOW:
+                return previous[2]
+            mean = float(now_in_flight) if previous is None else max(0.0, busy - previous[1]) / (now - previous[0])
+            self._last_read[key] = (now, busy, mean)
+        return mean
+
+
+MIN_WINDOW = 0.25  # seconds: below this the mean of a few requests is noise
 
 
 class StoreKeys:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from shipyard.gateway import Route, RouteStats, RouteTable, Upstream, UpstreamStats
+from shipyard.gateway import Route, RouteStats, RouteTable, Upstream
 from shipyard.gateway.balancer import UNREACHABLE_SECONDS, mark_unreachable, pick
 from shipyard.gateway.routes import Backend
 from shipyard.gateway.traffic import RateWindow, UpstreamTraffic
@@ -46,7 +46,9 @@ def test_upstream_counters_survive_updates_that_keep_the_upstream():
     backends["a"].traffic.in_flight = 3
     backends["b"].traffic.in_flight = 1
     table.set_route(route(A, Upstream("b", "127.0.0.1", 9999)))  # b replaced by a new pod at a new address
-    assert table.upstream_stats("p", "llm") == {"a": UpstreamStats(3, 0.0), "b": UpstreamStats(0, 0.0)}
+    stats = table.upstream_stats("p", "llm")
+    assert {k: (v.in_flight, v.requests_per_second) for k, v in stats.items()} == {"a": (3, 0.0), "b": (0, 0.0)}
+    assert stats["b"].busy_seconds == 0.0  # a new upstream starts its own counters
     assert entry.current[1][0] is backends["a"]
 
 

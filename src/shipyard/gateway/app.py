@@ -238,7 +238,7 @@ class GatewayApp:
             tried.append(backend)
             ex.upstream, ex.attempts = backend.upstream.id, attempt
             traffic = backend.traffic
-            traffic.in_flight += 1
+            traffic.begin(now)
             traffic.requests_total += 1
             traffic.rate.add(now)
             try:
@@ -264,7 +264,7 @@ class GatewayApp:
                 ex.note = f"close={code}"
                 return
             finally:
-                traffic.in_flight -= 1
+                traffic.end(time.monotonic())
         ex.status = 502
         await deny_error(scope, send, 502, f"no upstream accepted the WebSocket after {self.proxy.max_attempts} "
                          "attempts", "bad_gateway", "upstream_unreachable")

@@ -122,7 +122,7 @@ class HttpProxy:
                 continue
             tried.append(backend)
             traffic = backend.traffic
-            traffic.in_flight += 1
+            traffic.begin(now)
             traffic.requests_total += 1
             traffic.rate.add(now)
             ex.upstream = backend.upstream.id
@@ -151,7 +151,7 @@ class HttpProxy:
                 await self._relay(response, send, ex, started)
                 return
             finally:
-                traffic.in_flight -= 1
+                traffic.end(time.monotonic())
         ex.status = 502
         await send_error(send, 502, f"no upstream answered after {self.max_attempts} attempts", "bad_gateway",
                          "upstream_unreachable")

@@ -58,6 +58,7 @@ class RouteStats:
 class UpstreamStats:
     in_flight: int
     requests_per_second: float
+    busy_seconds: float = 0.0  # in-flight integrated over time.monotonic(): sample twice for a mean concurrency
 
 
 class Backend:
@@ -150,7 +151,8 @@ class RouteTable:
             return {}
         now = time.monotonic()
         return {b.upstream.id: UpstreamStats(in_flight=b.traffic.in_flight,
-                                             requests_per_second=b.traffic.rate.rate(now))
+                                             requests_per_second=b.traffic.rate.rate(now),
+                                             busy_seconds=b.traffic.busy_seconds(now))
                 for b in entry.current[1]}
 
     # --- used by the gateway on its event loop ----------------------------------------------------------

@@ -48,17 +48,40 @@ class RateWindow:
 
 
 class UpstreamTraffic:
-    """Counters of one upstream (a pod): requests being proxied to it and its recent request rate."""
+    """Counters of one upstream (a pod): requests being proxied to it and its recent request rate.
 
-    __slots__ = ("in_flight", "requests_total", "rate", "unreachable_until")
+    `busy_seconds` integrates in-flight over time (request-seconds), so a reader that samples it twice gets
+    the *average* concurrency in between: what an autoscaler should act on, as Knative's does, rather than
+    one instantaneous count that a burst of short requests makes jump.
+    """
+
+    __slots__ = ("in_flight", "requests_total", "rate", "unreachable_until", "_busy", "_changed")
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.requests_total = 0
         self.rate = RateWindow()
+        self._busy = 0.0
+        self._changed = time.monotonic()
         # Passive health: monotonic time until which the balancer avoids this upstream (it refused a
         # connection); kept here because it belongs to the same upstream as long as the route lists it.
         self.unreachable_until = 0.0
+
+    def begin(self, now: float) -> None:
+        self._advance(now)
+        self.in_flight += 1
+
+    def end(self, now: float) -> None:
+        self._advance(now)
+        self.in_flight -= 1
+
+    def _advance(self, now: float) -> None:
+        self._busy += self.in_flight * max(0.0, now - self._changed)
+        self._changed = now
+
+    def busy_seconds(self, now: float) -> float:
+        """Request-seconds so far (monotonic clock); read from any thread (a stale pair is off by one step)."""
+        return self._busy + self.in_flight * max(0.0, now - self._changed)
 
 
 class RouteTraffic:
