@@ -330,3 +330,29 @@ def test_without_tracking_a_registry_reference_says_how_to_get_it(tmp_path):
     assert status.condition("ModelResolved") is None and status.resolved_model is None
     assert served(runtime) == ("/models/chat", ["models"])
     store.close()
+
+
+def test_replicas_that_only_fail_their_probe_keep_traffic_when_none_is_ready(world):
+    store, runtime, traffic, clock, ctl = world
+    store.apply([endpoint(replicas={"min": 2, "max": 2})])
+    ctl.reconcile(KEY)
+    ready_pod(runtime, "chat-a", 40001)
+    ready_pod(runtime, "chat-b", 40002)
+    ctl.reconcile(KEY)
+    assert len(traffic.routes[("default", "chat")].upstreams) == 2
+    # Overloaded: both still run, both fail /health in time. Refusing everyone would be worse than slow.
+    for pod in ("chat-a", "chat-b"):
+        runtime.objects[("Pod", "default", pod)]["status"]["conditions"][0]["status"] = "False"
+    ready_pod(runtime, "chat-c", 40003, ready=False)  # never ready: never routed, panic or not
+    ctl.reconcile(KEY)
+    assert [u.id for u in traffic.routes[("default", "chat")].upstreams] == ["chat-a", "chat-b"]
+    assert current(store).status.ready_replicas == 0 and current(store).status.phase == "Pending"
+    assert "AllReplicasUnready" in [e.reason for e in store.list_events("Endpoint", "default", "chat")]
+    # A restarted container or a terminating pod loses the benefit of the doubt.
+    runtime.objects[("Pod", "default", "chat-a")]["status"]["containerStatuses"] = [{"restartCount": 1}]
+    runtime.objects[("Pod", "default", "chat-b")]["metadata"]["deletionTimestamp"] = "now"
+    ctl.reconcile(KEY)
+    assert traffic.routes[("default", "chat")].upstreams == ()
+    ready_pod(runtime, "chat-c", 40003)  # a ready replica again: back to the normal rule
+    ctl.reconcile(KEY)
+    assert [u.id for u in traffic.routes[("default", "chat")].upstreams] == ["chat-c"]

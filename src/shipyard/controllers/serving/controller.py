@@ -27,7 +27,7 @@ from ..tracking import Tracker
 from . import scale_to_zero
 from .models import CONDITION as MODEL_CONDITION
 from .models import ModelResolver, registry_ref
-from .pods import ready_upstreams
+from .pods import Routed, routable_upstreams
 from .traffic import RouteTarget, Traffic, TrafficStats
 
 FINALIZER = "shipyard.dev/cleanup"
@@ -50,6 +50,8 @@ class ServingController:
         self._traffic = traffic
         self._clock = clock or SystemClock()
         self._metrics_written: dict[tuple[str, str], datetime] = {}
+        self._routed: dict[tuple[str, str], Routed] = {}  # what each route sent traffic to last time
+        self._panicking: set[tuple[str, str]] = set()
 
     # --- entry point ---------------------------------------------------------------------------------
 
@@ -109,9 +111,18 @@ class ServingController:
 
         deployment = self._runtime.get("Deployment", ns, name) or {}
         pods = self._runtime.list("Pod", ns, {KIND_LABEL: self.kind.lower(), NAME_LABEL: name})
-        upstreams = ready_upstreams(pods)
+        upstreams, self._routed[(ns, name)], panic = routable_upstreams(pods, self._routed.get((ns, name), {}))
         self._traffic.set_route(RouteTarget(project=ns, name=name, kind=self.kind, public=spec.public,
                                             upstreams=upstreams, scalable_from_zero=idle_seconds is not None))
+        if panic and (ns, name) not in self._panicking:
+            self._event(resource, "Warning", "AllReplicasUnready",
+                        f"every replica fails its readiness probe while running; still routing to "
+                        f"{len(upstreams)} that served before (overloaded, not dead?)")
+        if panic:
+            self._panicking.add((ns, name))
+        else:
+            self._panicking.discard((ns, name))
+        upstreams = () if panic else upstreams  # what status counts as ready
         self._observe(resource, status, deployment, upstreams, stats, decision, now)
         if unresolved is not None and not upstreams and not decision.idle:
             status.conditions = set_condition(status.conditions, Condition(
@@ -227,6 +238,8 @@ class ServingController:
         self._revoke_key(ns, self._key_name(name))
         self._traffic.remove_route(ns, name)
         self._metrics_written.pop((ns, name), None)
+        self._routed.pop((ns, name), None)
+        self._panicking.discard((ns, name))
         self._models.forget(ns, name)
         if not self._delete_children(ns, name, keep=set()):
             return Result(requeue_after=SETTLING_RESYNC)
