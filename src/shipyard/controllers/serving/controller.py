@@ -18,10 +18,11 @@ from shipyard.compiler.common import KIND_LABEL, NAME_LABEL, object_meta
 from shipyard.compiler.serving import GATEWAY_KEY_SECRET_KEY, gateway_key_secret_name
 from shipyard.resources import Condition, Resource, set_condition
 from shipyard.runtime.protocol import Runtime
-from shipyard.store.protocol import ApiKeyStore, Conflict, NotFound, Store
+from shipyard.store.protocol import ApiKeyStore, NotFound, Store
 from shipyard.tokens import HINT_CHARS, hash_token, new_api_key
 
 from ..clock import Clock, SystemClock
+from ..finalizers import FINALIZER, reconcile_lifecycle, release  # noqa: F401 (FINALIZER re-exported)
 from ..manager import ObjectKey, Result
 from ..tracking import Tracker
 from . import scale_to_zero
@@ -30,7 +31,6 @@ from .models import ModelResolver, registry_ref
 from .pods import Routed, routable_upstreams
 from .traffic import RouteTarget, Traffic, TrafficStats
 
-FINALIZER = "shipyard.dev/cleanup"
 MANAGED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
                  "Ingress", "Secret")
 ACTIVE_RESYNC = 1.0  # idle detection and the traffic figures in status are this fresh
@@ -56,20 +56,12 @@ class ServingController:
     # --- entry point ---------------------------------------------------------------------------------
 
     def reconcile(self, key: ObjectKey) -> Result:
-        resource = self._store.get(self.kind, key.namespace, key.name)
-        if resource is None:
-            self._traffic.remove_route(key.namespace, key.name)
-            self._delete_children(key.namespace, key.name, keep=set())
-            return Result()
-        if resource.metadata.deletion_timestamp is not None:
-            return self._finalize(resource)
-        if FINALIZER not in resource.metadata.finalizers:
-            resource.metadata.finalizers.append(FINALIZER)
-            resource = self._store.update_metadata(resource)
-        try:
-            return self._reconcile_live(resource)
-        except Conflict:
-            return Result(requeue_after=0)
+        return reconcile_lifecycle(self._store, self.kind, key, gone=self._gone, finalize=self._finalize,
+                                   live=self._reconcile_live)
+
+    def _gone(self, namespace: str, name: str) -> None:
+        self._traffic.remove_route(namespace, name)
+        self._delete_children(namespace, name, keep=set())
 
     # --- steps ---------------------------------------------------------------------------------------
 
@@ -243,13 +235,7 @@ class ServingController:
         self._models.forget(ns, name)
         if not self._delete_children(ns, name, keep=set()):
             return Result(requeue_after=SETTLING_RESYNC)
-        if FINALIZER in resource.metadata.finalizers:
-            resource.metadata.finalizers.remove(FINALIZER)
-            try:
-                self._store.update_metadata(resource)
-            except (Conflict, NotFound):
-                return Result(requeue_after=0)
-        return Result()
+        return release(self._store, resource)
 
     def _delete_children(self, namespace: str, name: str, keep: set[tuple[str, str]]) -> bool:
         """Delete this resource's objects not in `keep` (never volumes). True once none of them is left."""

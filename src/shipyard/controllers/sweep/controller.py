@@ -21,9 +21,10 @@ from typing import Literal
 
 from shipyard.resources import Condition, Sweep, TrainingJob, set_condition
 from shipyard.resources.sweep import BestTrial, RegisteredModel, SweepStatus, TrialStatus
-from shipyard.store.protocol import Conflict, NotFound, Store
+from shipyard.store.protocol import Store
 
 from ..clock import Clock, SystemClock
+from ..finalizers import FINALIZER, reconcile_lifecycle, release  # noqa: F401 (FINALIZER re-exported)
 from ..manager import ObjectKey, Result
 from ..tracking import Metric, Tracker, TrackingError
 from . import median_stopping
@@ -32,7 +33,6 @@ from .searchspace import assignment, summary
 from .substitute import PARENT_RUN_ANNOTATION, SWEEP_LABEL, owned_by, trial_index, trial_job
 from .trials import observe
 
-FINALIZER = "shipyard.dev/cleanup"
 RUNNING_RESYNC = 5.0
 WAITING_RESYNC = 0.5  # while trials it deleted are still stopping
 TRACKING_RETRY = 10.0
@@ -49,20 +49,8 @@ class SweepController:
     # --- entry point ---------------------------------------------------------------------------------
 
     def reconcile(self, key: ObjectKey) -> Result:
-        sweep = self._store.get(self.kind, key.namespace, key.name)
-        if sweep is None:
-            self._delete_orphans(key.namespace, key.name)
-            return Result()
-        assert isinstance(sweep, Sweep)
-        if sweep.metadata.deletion_timestamp is not None:
-            return self._finalize(sweep)
-        if FINALIZER not in sweep.metadata.finalizers:
-            sweep.metadata.finalizers.append(FINALIZER)
-            sweep = self._store.update_metadata(sweep)  # type: ignore[assignment]
-        try:
-            return self._reconcile_live(sweep)
-        except Conflict:
-            return Result(requeue_after=0)  # someone wrote in between: read again
+        return reconcile_lifecycle(self._store, self.kind, key, gone=self._delete_orphans,
+                                   finalize=self._finalize, live=self._reconcile_live)
 
     # --- one pass ------------------------------------------------------------------------------------
 
@@ -355,13 +343,7 @@ class SweepController:
                 self._tracker.set_terminated(sweep.status.mlflow_run_id, "KILLED")
             except TrackingError:
                 pass  # the sweep is going away: nobody is left to retry for
-        if FINALIZER in sweep.metadata.finalizers:
-            sweep.metadata.finalizers.remove(FINALIZER)
-            try:
-                self._store.update_metadata(sweep)
-            except (Conflict, NotFound):
-                return Result(requeue_after=0)
-        return Result()
+        return release(self._store, sweep)
 
     def _delete_orphans(self, namespace: str, name: str) -> None:
         """Trials whose Sweep vanished without its finalizer running (deleted before its first reconcile)."""

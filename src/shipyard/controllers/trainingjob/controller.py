@@ -16,9 +16,10 @@ from shipyard.compiler.common import KIND_LABEL, NAME_LABEL, RESTART_LABEL
 from shipyard.resources import Condition, TrainingJob, set_condition
 from shipyard.resources.trainingjob import Progress
 from shipyard.runtime.protocol import LogReader, Runtime
-from shipyard.store.protocol import Conflict, NotFound, Store
+from shipyard.store.protocol import Store
 
 from ..clock import Clock, SystemClock
+from ..finalizers import FINALIZER, reconcile_lifecycle, release  # noqa: F401 (FINALIZER re-exported)
 from ..manager import ObjectKey, Result
 from ..tracking import Tracker
 from . import restart_policy
@@ -26,7 +27,6 @@ from .progress import last_progress
 from .replicas import failure_summary, newest_pods, replica_statuses
 from .run_tracking import RETRY_SECONDS, RunTracking
 
-FINALIZER = "shipyard.dev/cleanup"
 PROGRESS_TAIL_BYTES = 64 * 1024
 RUNNING_RESYNC = 2.0  # how fresh progress and replica state are while a job runs
 WAITING_RESYNC = 0.25
@@ -45,20 +45,8 @@ class TrainingJobController:
     # --- entry point ---------------------------------------------------------------------------------
 
     def reconcile(self, key: ObjectKey) -> Result:
-        job = self._store.get(self.kind, key.namespace, key.name)
-        if job is None:
-            self._delete_children(key.namespace, key.name)
-            return Result()
-        assert isinstance(job, TrainingJob)
-        if job.metadata.deletion_timestamp is not None:
-            return self._finalize(job)
-        if FINALIZER not in job.metadata.finalizers:
-            job.metadata.finalizers.append(FINALIZER)
-            job = self._store.update_metadata(job)  # type: ignore[assignment]
-        try:
-            return self._reconcile_live(job)
-        except Conflict:
-            return Result(requeue_after=0)  # someone wrote in between: read again
+        return reconcile_lifecycle(self._store, self.kind, key, gone=self._delete_children,
+                                   finalize=self._finalize, live=self._reconcile_live)
 
     # --- steps ---------------------------------------------------------------------------------------
 
@@ -222,13 +210,7 @@ class TrainingJobController:
             return Result(requeue_after=WAITING_RESYNC)
         if self._tracking is not None:
             self._tracking.forget(job)
-        if FINALIZER in job.metadata.finalizers:
-            job.metadata.finalizers.remove(FINALIZER)
-            try:
-                self._store.update_metadata(job)
-            except (Conflict, NotFound):
-                return Result(requeue_after=0)
-        return Result()
+        return release(self._store, job)
 
     def _delete_children(self, namespace: str, name: str) -> bool:
         """Delete the Job and Service (never the volumes: data outlives jobs). True once they are gone."""
