@@ -34,7 +34,7 @@ from shipyard.controllers.trainingjob import TrainingJobController
 from shipyard.controllers.trainingjob.replicas import newest_pods
 from shipyard.resources import Resource
 from shipyard.runtime.local.runtime import LocalRuntime
-from shipyard.runtime.pods import is_ready, pod_address
+from shipyard.pod_access import RuntimePortForward
 from shipyard.store import NotFound
 from shipyard.store.sqlite import SQLiteStore
 from shipyard.gateway import GatewayServer, RouteTable, create_gateway_app
@@ -76,30 +76,6 @@ class RuntimeLogs:
                     chunk, size = chunk[skip:], size - skip
                 if chunk:
                     yield chunk
-
-
-class RuntimePortForward:
-    """Where `shipyard port-forward` connects: a ready (else running) pod of the resource, lowest name first."""
-
-    def __init__(self, runtime: LocalRuntime):
-        self._runtime = runtime
-
-    def address(self, resource: Resource, port: str | None) -> tuple[str, int]:
-        ns, name = resource.metadata.namespace, resource.metadata.name
-        pods = [p for p in self._runtime.list("Pod", ns, {KIND_LABEL: resource.kind.lower(), NAME_LABEL: name})
-                if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
-        for pod in sorted(pods, key=lambda p: (not is_ready(p), p["metadata"]["name"])):
-            declared = [q for c in pod["spec"]["containers"] for q in c.get("ports", [])]
-            wanted: int | str | None = int(port) if port and port.isdigit() else port
-            if wanted is None:
-                named = [q for q in declared if q.get("name") == "http"] or declared
-                if not named:
-                    raise NotFound(f"{resource.ref} declares no port: give one (KIND/NAME LOCAL:REMOTE)")
-                wanted = int(named[0]["containerPort"])
-            where = pod_address(pod, wanted)
-            if where is not None:
-                return where
-        raise NotFound(f"{resource.ref} has no running replica to forward to (yet)")
 
 
 def acquire_lock(p: Paths) -> IO[str]:

@@ -28,7 +28,7 @@ def submit(rt: LocalRuntime, script: str, replicas: int = 2, name: str = "t", **
         "metadata": {"name": name, "uid": f"uid-{name}"},
         "spec": {"replicas": replicas, "command": [sys.executable, "-c", textwrap.dedent(script)],
                  "terminationGracePeriodSeconds": 5, **spec}})
-    for obj in compile_resource(tj):
+    for obj in compile_resource(tj, admitted=True):
         rt.apply(obj)
 
 
@@ -183,7 +183,7 @@ def test_shutdown_disrupts_pods_and_next_start_recreates_them(home):
 def test_command_that_cannot_start_fails_with_reason(runtime):
     tj = TrainingJob.model_validate({"metadata": {"name": "t", "uid": "u"},
                                      "spec": {"replicas": 1, "command": ["no-such-binary-xyz"]}})
-    for obj in compile_resource(tj):
+    for obj in compile_resource(tj, admitted=True):
         runtime.apply(obj)
     assert "Failed" in finished(runtime)
     [pod] = pods(runtime)

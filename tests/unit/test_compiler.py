@@ -322,20 +322,3 @@ def test_a_new_version_changes_the_pod_template_and_an_unresolved_reference_does
     assert template(4, "/m") != template(4, "/n")
     with pytest.raises(ValueError, match="model registry reference"):
         compile_resource(ep)
-
-
-@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_tracking_server_for_cluster_mode_validates_and_matches_golden(version):
-    from shipyard.compiler.tracking import tracking_server_objects
-
-    objects = tracking_server_objects(storage_class="fast")
-    for obj in objects:
-        validate(obj, version)
-    assert [o["kind"] for o in objects] == ["PersistentVolumeClaim", "Deployment", "Service"]
-    pod = objects[1]["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] and objects[1]["spec"]["strategy"]["type"] == "Recreate"
-    golden = GOLDEN / "tracking-server.yaml"
-    rendered = yaml.safe_dump_all(objects, sort_keys=False)
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(rendered)
-    assert rendered == golden.read_text()

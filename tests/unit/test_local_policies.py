@@ -15,7 +15,7 @@ NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 def job_obj(replicas=2, **spec):
     tj = TrainingJob.model_validate({"metadata": {"name": "t", "uid": "u"},
                                      "spec": {"replicas": replicas, "command": ["x"], **spec}})
-    return next(o for o in compile_resource(tj) if o["kind"] == "Job")
+    return next(o for o in compile_resource(tj, admitted=True) if o["kind"] == "Job")
 
 
 def pod(index, phase, code=None, conditions=(), name=None):
@@ -67,7 +67,7 @@ def test_env_rules_resolve_names_and_remap_ports():
                                      "spec": {"replicas": 2, "command": ["x"],
                                               "env": [{"name": "PORT", "value": "29500"},
                                                       {"name": "GREETING", "value": "at $(MASTER_ADDR):$$x"}]}})
-    job = next(o for o in compile_resource(tj) if o["kind"] == "Job")
+    job = next(o for o in compile_resource(tj, admitted=True) if o["kind"] == "Job")
     template = job["spec"]["template"]
     pod1 = {"metadata": {"name": "t-1-abc", "namespace": "default",
                          "annotations": {"batch.kubernetes.io/job-completion-index": "1"}}, "spec": template["spec"]}
@@ -91,3 +91,11 @@ def test_volume_paths_are_substituted_only_as_paths():
     assert substitute("--dir=/ckpt/run1", mounts) == "--dir=/home/u/.shipyard/volumes/default/ckpt/run1"
     assert substitute("/ckpt", mounts) == "/home/u/.shipyard/volumes/default/ckpt"
     assert substitute("/ckpt2/x /data/ckpt a/ckpt", mounts) == "/ckpt2/x /data/ckpt a/ckpt"
+
+
+def test_a_suspended_job_creates_no_pods_until_released():
+    tj = TrainingJob.model_validate({"metadata": {"name": "t", "uid": "u"}, "spec": {"replicas": 2, "command": ["x"]}})
+    suspended = next(o for o in compile_resource(tj) if o["kind"] == "Job")
+    assert suspended["spec"]["suspend"] is True
+    assert sync_job(suspended, [], NOW).create_indexes == []
+    assert sync_job(job_obj(2), [], NOW).create_indexes == [0, 1]

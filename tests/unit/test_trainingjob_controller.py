@@ -225,3 +225,36 @@ def test_ttl_deletes_finished_job(world):
     clock.advance(30)
     ctl.reconcile(KEY)
     assert current(store).metadata.deletion_timestamp is not None
+
+
+def test_job_is_created_suspended_and_released_by_shipyard(world):
+    store, runtime, clock, ctl = world
+    store.apply([make_job()])
+    ctl.reconcile(KEY)
+    assert runtime.get("Job", "default", "llm")["spec"]["suspend"] is False
+    # A gang whose release was lost (a crash between the two writes) is released on the next pass.
+    job = runtime.get("Job", "default", "llm")
+    job["spec"]["suspend"] = True
+    runtime.apply(job)
+    ctl.reconcile(KEY)
+    assert runtime.get("Job", "default", "llm")["spec"]["suspend"] is False
+
+
+def test_a_job_in_a_kueue_queue_waits_for_kueue_to_admit_it(world):
+    store, runtime, clock, ctl = world
+    queued = make_job()
+    queued.metadata.labels["kueue.x-k8s.io/queue-name"] = "gpus"
+    store.apply([queued])
+    ctl.reconcile(KEY)
+    ctl.reconcile(KEY)
+    native = runtime.get("Job", "default", "llm")
+    assert native["spec"]["suspend"] is True
+    assert native["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpus"  # what Kueue selects on
+    admitted = current(store).status.condition("Admitted")
+    assert admitted.status == "False" and "gpus" in admitted.message
+    native["spec"]["suspend"] = False  # Kueue admits it
+    runtime.apply(native)
+    runtime.add_pods("default", "llm", "Running")
+    ctl.reconcile(KEY)
+    job = current(store)
+    assert job.status.phase == "Running" and job.status.condition("Admitted").status == "True"

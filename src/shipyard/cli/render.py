@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 
 from shipyard.compiler import compile_resource
-from shipyard.compiler.tracking import tracking_server_objects
 from shipyard.resources import load_resources
 
 from . import printers
@@ -22,17 +21,13 @@ def render(
     ctx: typer.Context,
     filenames: Annotated[list[str] | None, typer.Option("--filename", "-f",
                                                         help="Manifest file, directory or -.")] = None,
-    tracking_server: Annotated[bool, typer.Option(
-        "--tracking-server", help="Also print the MLflow tracking server for cluster mode (Deployment, Service, "
-                                  "PVC in shipyard-system).")] = False,
     project: ProjectOption = None,
 ) -> None:
     """Print the native objects (Job, Service, PVCs...) that resources compile to, as YAML."""
-    if not filenames and not tracking_server:
-        raise CliError("nothing to render: give -f FILE (or --tracking-server)")
-    resources = load_resources(read_manifests(filenames, project_of(ctx, project), local_workdir=False)) \
-        if filenames else []
-    objects = tracking_server_objects() if tracking_server else []
+    if not filenames:
+        raise CliError("nothing to render: give -f FILE (the platform itself is the Helm chart charts/shipyard)")
+    resources = load_resources(read_manifests(filenames, project_of(ctx, project), local_workdir=False))
+    objects: list[dict] = []
     for resource in resources:
         try:
             objects.extend(compile_resource(resource))

@@ -15,12 +15,13 @@ from .trainingjob import TrainingJobContext, compile_trainingjob
 
 
 def compile_resource(resource: Resource, restart: int = 0, replicas: int | None = None,
-                     autoscale: bool | None = None, model: RegistryModel | None = None) -> list[dict[str, Any]]:
-    """`restart` is a TrainingJob's attempt; `replicas`/`autoscale` are a serving resource's scale, each
+                     autoscale: bool | None = None, model: RegistryModel | None = None,
+                     admitted: bool = False) -> list[dict[str, Any]]:
+    """`restart` is a TrainingJob's attempt and `admitted` whether its Job may start (else it is suspended); `replicas`/`autoscale` are a serving resource's scale, each
     defaulting to `default_scaling` (an HPA when there is room to scale, else max(min, 1) replicas); `model`
     is what an Endpoint's `models:/` reference resolved to (ValueError without it)."""
     if isinstance(resource, TrainingJob):
-        return compile_trainingjob(resource, TrainingJobContext(restart=restart))
+        return compile_trainingjob(resource, TrainingJobContext(restart=restart, admitted=admitted))
     if isinstance(resource, ServingResource):
         default = default_scaling(resource)
         scale = default.autoscale if autoscale is None else autoscale

@@ -14,6 +14,8 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 KIND_LABEL = "shipyard.dev/kind"
 NAME_LABEL = "shipyard.dev/name"
 RESTART_LABEL = "shipyard.dev/restart"
+# A TrainingJob carrying Kueue's queue label is admitted by Kueue, not by Shipyard.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 VOLUME_LABEL = "shipyard.dev/volume"
 LOCAL_WORKDIR_ANNOTATION = "shipyard.dev/local-workdir"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"

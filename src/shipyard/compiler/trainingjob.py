@@ -37,9 +37,14 @@ SHM_VOLUME = "dshm"
 
 @dataclass(frozen=True)
 class TrainingJobContext:
-    """What the controller adds to the spec: which attempt this gang is."""
+    """What the controller adds to the spec: which attempt this gang is, and whether it was admitted.
+
+    A Job is created suspended and released on admission (Kueue's contract): Shipyard admits it at once, unless
+    the TrainingJob names a Kueue LocalQueue (label `kueue.x-k8s.io/queue-name`, copied to the Job), in which
+    case Kueue admits it when its quota allows."""
 
     restart: int = 0
+    admitted: bool = False
 
 
 def master_address(job: TrainingJob) -> str:
@@ -136,6 +141,7 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
         "completionMode": "Indexed",
         "completions": spec.replicas,
         "parallelism": spec.replicas,
+        "suspend": not ctx.admitted,
         "podFailurePolicy": {"rules": [
             {"action": "Ignore", "onPodConditions": [{"status": "True", "type": "DisruptionTarget"}]},
             {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},

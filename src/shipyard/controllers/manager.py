@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shipyard.runtime.protocol import OwnerKey, Runtime
-from shipyard.store.protocol import Store, WatchEvent
+from shipyard.store.protocol import Invalid, Store, WatchEvent
 
 from .clock import Clock, SystemClock
 from .workqueue import WorkQueue
@@ -83,6 +83,11 @@ class Manager:
             return False
         try:
             result = self._controllers[key.kind].reconcile(key)
+        except Invalid as exc:
+            # An object Shipyard cannot act on (written around its API, e.g. kubectl): the store has said why on
+            # the object; retrying cannot help, and its next change is reconciled anyway.
+            log.warning("not reconciling %s %s/%s: %s", key.kind, key.namespace, key.name, exc)
+            result = Result()
         except Exception:  # noqa: BLE001 - a failing reconcile is retried, never fatal to the daemon
             log.exception("reconcile of %s %s/%s failed; retrying", key.kind, key.namespace, key.name)
             result = Result(requeue_after=2.0)
@@ -108,7 +113,10 @@ class Manager:
 
     def _resync(self) -> None:
         while not self._stop.wait(self._resync_seconds):
-            self.enqueue_all()
+            try:
+                self.enqueue_all()
+            except Exception:  # noqa: BLE001 - a store briefly unreachable (an API server restart) must not end resyncs
+                log.exception("resync failed; trying again in %.0f s", self._resync_seconds)
 
     def stop(self) -> None:
         self._stop.set()

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shipyard.compiler import compile_resource
-from shipyard.compiler.common import KIND_LABEL, NAME_LABEL, RESTART_LABEL
+from shipyard.compiler.common import KIND_LABEL, KUEUE_QUEUE_LABEL, NAME_LABEL, RESTART_LABEL
 from shipyard.resources import Condition, TrainingJob, set_condition
 from shipyard.resources.trainingjob import Progress
 from shipyard.runtime.protocol import LogReader, Runtime
@@ -81,7 +81,8 @@ class TrainingJobController:
                 requeue = wait
             else:
                 job_obj = next(o for o in desired if o["kind"] == "Job")
-                self._runtime.apply(job_obj)
+                self._runtime.apply(job_obj)  # suspended; released at once below unless Kueue admits it
+                self._admit(job, status, now)
                 self._event(job, "Normal", "Created",
                             f"created gang of {job.spec.replicas} replica(s), attempt {status.restarts + 1}")
                 if status.phase != "Restarting":
@@ -89,6 +90,8 @@ class TrainingJobController:
                 requeue = WAITING_RESYNC
         elif native["metadata"].get("deletionTimestamp"):
             requeue = WAITING_RESYNC
+        elif native["spec"].get("suspend"):
+            requeue = self._admit(job, status, now)
         else:
             requeue = self._observe(job, status, native, now)
 
@@ -103,8 +106,24 @@ class TrainingJobController:
         self._write_status(job, status)
         return Result(requeue_after=requeue)
 
+    def _admit(self, job: TrainingJob, status: Any, now: datetime) -> float:
+        """Release the suspended Job, unless Kueue admits it (then wait, saying for which queue)."""
+        queue = job.metadata.labels.get(KUEUE_QUEUE_LABEL)
+        if queue:
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Admitted", status="False", reason="Queued",
+                message=f"waiting for Kueue to admit it from LocalQueue {queue!r}"), now)
+            return RUNNING_RESYNC
+        admitted = compile_resource(job, restart=status.restarts, admitted=True)
+        self._runtime.apply(next(o for o in admitted if o["kind"] == "Job"))
+        return WAITING_RESYNC
+
     def _observe(self, job: TrainingJob, status: Any, native: dict[str, Any], now: datetime) -> float | None:
         ns, name = job.metadata.namespace, job.metadata.name
+        queued = status.condition("Admitted")
+        if queued is not None and queued.status == "False":
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Admitted", status="True", reason="Admitted", message="admitted by Kueue"), now)
         pods = self._runtime.list("Pod", ns, {KIND_LABEL: "trainingjob", NAME_LABEL: name,
                                                RESTART_LABEL: str(status.restarts)})
         status.replica_statuses = replica_statuses(job.spec.replicas, pods)

@@ -1,0 +1,314 @@
+"""The one door to the Kubernetes API: the only module of Shipyard that imports a Kubernetes client.
+
+Why lightkube (0.x): it is synchronous and asynchronous over httpx (the HTTP stack Shipyard already uses),
+does server-side apply with a field manager natively, treats custom resources as plain dicts (generic
+resources), watches with automatic reconnection, and reads kubeconfig files, in-cluster service accounts and
+exec credential plugins. The official `kubernetes` client is generated, heavy, and does server-side apply only
+through its discovery-driven dynamic client; kopf is a framework that would replace our own controllers;
+kr8s is async-first. lightkube 1.x moved to a fork of httpx (httpx2), so it is pinned below 1.
+
+Everything here speaks Kubernetes wire form (dicts) in and out, so the store and runtime adapters above it
+never see a lightkube type, and an error is one of three exceptions with the HTTP status in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+from lightkube import ApiError, Client
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+from lightkube.core.exceptions import ConfigError
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.types import CascadeType, PatchType
+
+log = logging.getLogger(__name__)
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class KubeNotFound(KubeError):
+    pass
+
+
+class KubeConflict(KubeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+
+# The native kinds Shipyard compiles to, reads or writes. A custom resource is registered with `register`.
+NATIVE_TYPES = {t.kind: t for t in [
+    ResourceType("v1", "Pod", "pods"),
+    ResourceType("v1", "Service", "services"),
+    ResourceType("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    ResourceType("v1", "Secret", "secrets"),
+    ResourceType("v1", "ConfigMap", "configmaps"),
+    ResourceType("v1", "Event", "events"),
+    ResourceType("v1", "Namespace", "namespaces", namespaced=False),
+    ResourceType("batch/v1", "Job", "jobs"),
+    ResourceType("apps/v1", "Deployment", "deployments"),
+    ResourceType("apps/v1", "StatefulSet", "statefulsets"),
+    ResourceType("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    ResourceType("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ResourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    ResourceType("networking.k8s.io/v1", "Ingress", "ingresses"),
+    ResourceType("coordination.k8s.io/v1", "Lease", "leases"),
+    ResourceType("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions",
+                 namespaced=False),
+]}
+
+
+# lightkube registers each generic resource class process-wide and refuses a second class for a core-group
+# kind, so classes are made once per process and shared by every KubeApi.
+_CLASSES: dict[ResourceType, Any] = {}
+_CLASSES_LOCK = threading.Lock()
+
+
+def _resource_class(t: ResourceType) -> Any:
+    with _CLASSES_LOCK:
+        if t not in _CLASSES:
+            make = create_namespaced_resource if t.namespaced else create_global_resource
+            _CLASSES[t] = make(t.group, t.version, t.kind, t.plural)
+        return _CLASSES[t]
+
+
+def load_config(kubeconfig: str | Path | None = None, context: str | None = None) -> SingleConfig:
+    """A kubeconfig context (the current one by default), or the pod's service account inside a cluster.
+
+    Raises ValueError with a one-line reason when there is no usable configuration."""
+    try:
+        if kubeconfig is not None:
+            config = KubeConfig.from_file(kubeconfig)
+        else:
+            config = KubeConfig.from_env()  # $KUBECONFIG, ~/.kube/config, else the in-cluster service account
+        single = config.get(context_name=context)
+    except ConfigError as exc:
+        raise ValueError(f"no Kubernetes configuration: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the kubeconfig: {exc}") from None
+    if single is None:
+        raise ValueError(f"the kubeconfig has no context {context!r}" if context else "the kubeconfig has no context")
+    return single
+
+
+def service_proxy_client(config: SingleConfig, namespace: str, service: str, port: int,
+                         timeout: float = 30.0) -> httpx.Client:
+    """An httpx client whose base URL is a Service reached through the API server's proxy, authenticated as the
+    kubeconfig's user (token, client certificate or exec plugin): how `shipyard --context` reaches the in-cluster
+    API without a port-forward. The API server removes the user's Authorization header after authenticating it,
+    so Shipyard's own token travels in another header (see shipyard.client)."""
+    params = ConnectionParams(timeout=httpx.Timeout(timeout))
+    kwargs = params.httpx_params(config)
+    base = str(kwargs.pop("base_url")).rstrip("/")
+    kwargs["base_url"] = f"{base}/api/v1/namespaces/{namespace}/services/http:{service}:{port}/proxy"
+    return httpx.Client(**kwargs)
+
+
+def _error(exc: Exception) -> KubeError:
+    status = 0
+    message = str(exc)
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        if isinstance(exc, ApiError) and exc.status.message:
+            message = exc.status.message
+    if status == 404:
+        return KubeNotFound(status, message)
+    if status == 409:
+        return KubeConflict(status, message)
+    return KubeError(status, message)
+
+
+class KubeApi:
+    """Dict-in, dict-out calls to one cluster, as one field manager."""
+
+    def __init__(self, config: SingleConfig, field_manager: str = "shipyard", timeout: float = 30.0):
+        self._config = config
+        self.field_manager = field_manager
+        self._timeout = timeout
+        self._client = self._new_client()
+        self._types: dict[str, ResourceType] = dict(NATIVE_TYPES)
+        self._lock = threading.Lock()
+        self._watch_clients: list[Client] = []
+
+    def _new_client(self, timeout: float | None = None) -> Client:
+        return Client(self._config, field_manager=self.field_manager, timeout=httpx.Timeout(timeout or self._timeout),
+                      lazy=False)
+
+    def register(self, rtype: ResourceType) -> None:
+        self._types[rtype.kind] = rtype
+
+    def resource_type(self, kind: str) -> ResourceType:
+        try:
+            return self._types[kind]
+        except KeyError:
+            raise ValueError(f"no Kubernetes resource type is known for kind {kind!r}") from None
+
+    def _cls(self, kind: str) -> Any:
+        return _resource_class(self.resource_type(kind))
+
+    @staticmethod
+    def _ns(t: ResourceType, namespace: str | None) -> dict[str, Any]:
+        return {"namespace": namespace} if t.namespaced and namespace is not None else {}
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        t = self.resource_type(kind)
+        try:
+            return _plain(self._client.get(self._cls(kind), name, **self._ns(t, namespace)))
+        except httpx.HTTPError as exc:
+            error = _error(exc)
+            if isinstance(error, KubeNotFound):
+                return None
+            raise error from None
+
+    def list(self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None,
+             fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        t = self.resource_type(kind)
+        try:
+            items = self._client.list(self._cls(kind), labels=labels or None, fields=fields or None,
+                                      **({"namespace": namespace or "*"} if t.namespaced else {}))
+            return [_plain(item) for item in items]
+        except httpx.HTTPError as exc:
+            raise _error(exc) from None
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    def apply(self, obj: dict[str, Any], force: bool = True) -> dict[str, Any]:
+        """Server-side apply: this field manager owns exactly the fields in `obj`; `force` takes over fields
+        another manager changed (drift correction), as a controller must."""
+        try:
+            return _plain(self._client.apply(self._cls(obj["kind"]).from_dict(obj), field_manager=self.field_manager,
+                                             force=force))
+        except httpx.HTTPError as exc:
+            raise _error(exc) from None
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return _plain(self._client.create(self._cls(obj["kind"]).from_dict(obj)))
+        except httpx.HTTPError as exc:
+            raise _error(exc) from None
+
+    def merge_patch(self, kind: str, namespace: str | None, name: str, patch: dict[str, Any],
+                    status: bool = False) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386), of the status subresource with `status`. A `metadata.resourceVersion`
+        in the patch makes it conditional: KubeConflict if the object changed since."""
+        t = self.resource_type(kind)
+        cls = self._cls(kind)
+        try:
+            return _plain(self._client.patch(cls.Status if status else cls, name, patch, patch_type=PatchType.MERGE,
+                                             **self._ns(t, namespace)))
+        except httpx.HTTPError as exc:
+            raise _error(exc) from None
+
+    def delete(self, kind: str, namespace: str | None, name: str, foreground: bool = False) -> bool:
+        """Begin deletion; False if it was already gone. `foreground` keeps the object visible until the
+        objects it owns are gone (a Job until its pods have stopped)."""
+        t = self.resource_type(kind)
+        try:
+            self._client.delete(self._cls(kind), name, **self._ns(t, namespace),
+                                **({"cascade": CascadeType.FOREGROUND} if foreground else {}))
+            return True
+        except httpx.HTTPError as exc:
+            error = _error(exc)
+            if isinstance(error, KubeNotFound):
+                return False
+            raise error from None
+
+    # --- streams -------------------------------------------------------------------------------------
+
+    def watch(self, kind: str, namespace: str | None, labels: dict[str, str] | None,
+              stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, object) events until `stop` is set; reconnects after errors. Every (re)connection starts
+        with the current objects as ADDED events, so a consumer that treats events as "look again" (a
+        level-triggered controller) misses nothing across reconnects."""
+        t = self.resource_type(kind)
+        client = self._new_client(timeout=None)
+        with self._lock:
+            self._watch_clients.append(client)
+        scope = {"namespace": namespace or "*"} if t.namespaced else {}
+        try:
+            while not stop.is_set():
+                try:
+                    for type_, obj in client.watch(self._cls(kind), labels=labels or None, server_timeout=60,
+                                                   **scope):
+                        if stop.is_set():
+                            return
+                        yield type_, _plain(obj)
+                except (httpx.HTTPError, ValueError, RuntimeError) as exc:
+                    if stop.is_set():
+                        return
+                    log.warning("watch of %s failed (%s); reconnecting", t.plural, exc)
+                    stop.wait(1.0)
+        finally:
+            with self._lock:
+                if client in self._watch_clients:
+                    self._watch_clients.remove(client)
+            _close(client)
+
+    def log(self, namespace: str, pod: str, follow: bool = False, tail_lines: int | None = None) -> Iterator[str]:
+        try:
+            yield from self._client.log(pod, namespace=namespace, follow=follow, tail_lines=tail_lines)
+        except httpx.HTTPError as exc:
+            error = _error(exc)
+            if isinstance(error, KubeNotFound):
+                return
+            raise error from None
+
+    def close(self) -> None:
+        """Close every connection, which also ends the watches blocked reading one."""
+        with self._lock:
+            clients, self._watch_clients = self._watch_clients, []
+        for client in clients:
+            _close(client)
+        _close(self._client)
+
+
+def _close(client: Client) -> None:
+    try:
+        client._client.close()  # lightkube's sync Client has no close() of its own; its generic client does
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    return _drop_nulls(dict(obj))
+
+
+def _drop_nulls(value: Any) -> Any:
+    # A merge patch removes a field by setting it to null; the API server never returns nulls, so neither do we.
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+__all__ = ["KubeApi", "KubeConflict", "KubeError", "KubeNotFound", "NATIVE_TYPES", "ResourceType", "load_config",
+           "service_proxy_client"]

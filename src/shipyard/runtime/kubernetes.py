@@ -1,0 +1,123 @@
+"""The Runtime protocol on a cluster: compiled objects are server-side applied and Kubernetes runs them.
+
+The protocol was cut to the API server's shape, so this is thin: apply is a server-side apply as the field
+manager "shipyard" with force (a controller owns its fields and takes them back from whoever changed them:
+drift correction), delete of a Job or Deployment is a foreground deletion (the object stays visible until its
+pods are gone, which is what lets a gang restart wait for the old gang), and `subscribe` is a set of watches
+on the kinds Shipyard's objects are made of, mapped back to the Shipyard resource that owns each object.
+
+Logs come from the pod log API. It cannot read from a byte offset, so this runtime has no LogRangeReader:
+metric histories fall back to tails, as the protocol allows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Iterator
+
+from shipyard.cluster.api import KubeApi, KubeError
+from shipyard.resources import KINDS
+
+from .protocol import NativeObject, OwnerKey
+
+log = logging.getLogger(__name__)
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+KIND_LABEL = "shipyard.dev/kind"
+NAME_LABEL = "shipyard.dev/name"
+# Kinds whose changes a controller must hear about: what it creates and what reports progress (pods).
+WATCHED_KINDS = ("Job", "Pod", "Deployment", "HorizontalPodAutoscaler", "Service")
+FOREGROUND_KINDS = {"Job", "Deployment", "StatefulSet"}
+# The pod log API counts lines, not bytes: a tail of N bytes is read as N / this many lines.
+ASSUMED_LINE_BYTES = 100
+_KIND_BY_LOWER = {kind.lower(): kind for kind in KINDS}
+
+
+class ClusterRefused(Exception):
+    """A call the cluster refused (other than not found), with the API server's message."""
+
+
+def owner_of(obj: dict[str, Any]) -> OwnerKey | None:
+    """The Shipyard resource an object belongs to: its controller owner reference if that is a Shipyard kind,
+    else its Shipyard labels (pods are owned by a Job or ReplicaSet, and carry the labels of the template)."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace", "")
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") in KINDS and str(ref.get("apiVersion", "")).startswith("shipyard.dev/"):
+            return OwnerKey(ref["kind"], namespace, ref["name"])
+    labels = meta.get("labels") or {}
+    kind = _KIND_BY_LOWER.get(labels.get(KIND_LABEL, ""))
+    if kind and labels.get(NAME_LABEL):
+        return OwnerKey(kind, namespace, labels[NAME_LABEL])
+    return None
+
+
+class KubernetesRuntime:
+    def __init__(self, api: KubeApi, namespaces: list[str] | None = None):
+        self._api = api
+        self._namespaces: list[str | None] = list(namespaces) if namespaces else [None]
+        self._subscribers: list[Callable[[OwnerKey], None]] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- Runtime protocol ----------------------------------------------------------------------------
+
+    def apply(self, obj: NativeObject) -> NativeObject:
+        body = {k: v for k, v in obj.items() if k != "status"}
+        try:
+            return self._api.apply(body)
+        except KubeError as exc:
+            raise ClusterRefused(f"applying {obj['kind']} {obj['metadata']['name']}: {exc}") from None
+
+    def get(self, kind: str, namespace: str, name: str) -> NativeObject | None:
+        return self._api.get(kind, namespace, name)
+
+    def list(self, kind: str, namespace: str, labels: dict[str, str] | None = None) -> list[NativeObject]:
+        return self._api.list(kind, namespace, labels)
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        self._api.delete(kind, namespace, name, foreground=kind in FOREGROUND_KINDS)
+
+    def subscribe(self, callback: Callable[[OwnerKey], None]) -> None:
+        self._subscribers.append(callback)
+
+    # --- LogReader capability ------------------------------------------------------------------------
+
+    def read_log(self, namespace: str, pod: str, follow: bool = False,
+                 tail_bytes: int | None = None) -> Iterator[bytes]:
+        # A pod that has not started has no log yet: nothing to read is the honest answer.
+        lines = None if tail_bytes is None else max(1, tail_bytes // ASSUMED_LINE_BYTES)
+        return self.read_log_lines(namespace, pod, follow=follow, tail_lines=lines)
+
+    def read_log_lines(self, namespace: str, pod: str, follow: bool = False,
+                       tail_lines: int | None = None) -> Iterator[bytes]:
+        """The log API's own unit: the last `tail_lines` lines (what `shipyard logs --tail` asks for)."""
+        try:
+            for line in self._api.log(namespace, pod, follow=follow, tail_lines=tail_lines):
+                yield line.encode("utf-8")
+        except KubeError as exc:
+            log.debug("no log for pod %s/%s: %s", namespace, pod, exc)
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for kind in WATCHED_KINDS:
+            for ns in self._namespaces:
+                thread = threading.Thread(target=self._watch, args=(kind, ns), name=f"watch-{kind}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self, kind: str, namespace: str | None) -> None:
+        for _, obj in self._api.watch(kind, namespace, {MANAGED_BY: "shipyard"}, self._stop):
+            owner = owner_of(obj)
+            if owner is None:
+                continue
+            for callback in self._subscribers:
+                try:
+                    callback(owner)
+                except Exception:  # noqa: BLE001 - a subscriber's bug must not end the watch
+                    log.exception("runtime subscriber failed")
