@@ -10,6 +10,7 @@ and report the differences, so a consumer never misses the latest state of an ob
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -71,7 +72,16 @@ def _kind(word: str) -> type[Resource]:
         raise ShipyardError(exc.args[0]) from None
 
 
+# Where the Helm chart installs the API (charts/shipyard): Service shipyard-api:7433, token Secret.
+CLUSTER_NAMESPACE = "shipyard-system"
+API_SERVICE = "shipyard-api"
+API_PORT = 7433
+ADMIN_TOKEN_SECRET = "shipyard-admin-token"
+
+
 class Client:
+    cluster = False  # reached through the Kubernetes API server (`--context`) rather than directly
+
     def __init__(self, url: str | None = None, token: str | None = None, home: Path | None = None,
                  timeout: float = 30.0):
         p = config.paths(home)
@@ -83,6 +93,44 @@ class Client:
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, trust_env=False)
+
+    @classmethod
+    def for_cluster(cls, context: str | None, kubeconfig: str | None = None, timeout: float = 30.0,
+                    namespace: str = CLUSTER_NAMESPACE) -> "Client":
+        """The API of Shipyard installed on a cluster (the Helm chart), through the Kubernetes API server's
+        service proxy, as the kubeconfig context's user: no port-forward, no exposed API.
+
+        The admin token is read from the chart's Secret (so Kubernetes RBAC decides who may use Shipyard's API)
+        and sent in X-Shipyard-Token: the API server strips the Authorization header it authenticates."""
+        try:
+            from shipyard.cluster.api import KubeApi, KubeError, load_config, service_proxy_client
+        except ImportError:
+            raise ShipyardError("targeting a cluster needs the Kubernetes client: pip install 'shipyard[kubernetes]'") \
+                from None
+        try:
+            config = load_config(kubeconfig, context)
+        except ValueError as exc:
+            raise ShipyardError(str(exc)) from None
+        api = KubeApi(config, field_manager="shipyard-cli", timeout=timeout)
+        where = f"context {context!r}" if context else "the current context"
+        try:
+            secret = api.get("Secret", namespace, ADMIN_TOKEN_SECRET)
+        except KubeError as exc:
+            raise NotRunning(f"cannot reach the cluster of {where}: {exc}") from None
+        finally:
+            api.close()
+        if secret is None:
+            raise NotRunning(f"Shipyard is not installed in {namespace} on {where} (no {ADMIN_TOKEN_SECRET} Secret): "
+                             "helm install shipyard charts/shipyard -n shipyard-system")
+        token = base64.b64decode((secret.get("data") or {}).get("token", "")).decode().strip()
+        client = cls.__new__(cls)
+        client._http = service_proxy_client(config, namespace, API_SERVICE, API_PORT, timeout)
+        client._http.headers["X-Shipyard-Token"] = token
+        client.url = str(client._http.base_url).rstrip("/")
+        client.token = token
+        client.timeout = timeout
+        client.cluster = True
+        return client
 
     @staticmethod
     def _daemon_url(path: Path) -> str | None:

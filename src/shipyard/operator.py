@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     operator = Operator(api, args.namespace, args.identity, namespaces, gateway_url=args.gateway_url,
                         tracker=tracker)
     gateway = GatewayServer(create_gateway_app(operator.routes, StoreKeys(operator.store.api_keys), operator.activate,
-                                               domain=args.gateway_domain), args.host, args.gateway_port)
+                                               domain=args.gateway_domain, ready=operator.elector.leading.is_set),
+                            args.host, args.gateway_port)
     gateway.start()
     app = create_app(operator.store, ClusterLogs(operator.runtime), hash_token(token), package_version("shipyard"),
                      port_forward=RuntimePortForward(operator.runtime), models=tracker)

@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+import aiohttp.web
 import attrs
 from kmock import KubernetesEmulator, ResourceInfo, Server, action
 from kmock import KubernetesError
@@ -53,9 +55,14 @@ def _selected(params: Any, obj: dict[str, Any]) -> bool:
 @attrs.define(kw_only=True)
 class ApiServerEmulator(KubernetesEmulator):
     recorded: list[Recorded] = attrs.field(factory=list, init=False)
+    # The API server's service proxy: "/api/v1/namespaces/NS/services/http:NAME:PORT/proxy" → a URL here.
+    proxies: dict[str, str] = attrs.field(factory=dict, init=False)
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     async def _handle(self, request: Any) -> Any:
+        for prefix, target in self.proxies.items():
+            if request.url.path.startswith(prefix + "/"):
+                return await self._proxy(request, target + request.url.path[len(prefix):])
         content_type = request.headers.get("Content-Type", request.headers.get("content-type", ""))
         self.recorded.append(Recorded(str(request.method.value if hasattr(request.method, "value") else request.method),
                                       request.url.path, dict(request.params), content_type, request.data))
@@ -97,6 +104,18 @@ class ApiServerEmulator(KubernetesEmulator):
             if "spec" in request.data and request.data["spec"] != current.get("spec"):
                 meta["generation"] = int((current.get("metadata") or {}).get("generation", 1)) + 1
         return request
+
+    async def _proxy(self, request: Any, url: str) -> Any:
+        # Like the real one, the proxy consumes the caller's Authorization header (it authenticated them).
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("authorization", "host", "content-length", "transfer-encoding")}
+        async with aiohttp.ClientSession() as session:
+            async with session.request(str(request.method.value if hasattr(request.method, "value")
+                                           else request.method), url, params=dict(request.params),
+                                       data=request.body or None, headers=headers) as answer:
+                body = await answer.read()
+                return aiohttp.web.Response(status=answer.status, body=body,
+                                            content_type=answer.content_type or "application/octet-stream")
 
     async def _serve_list(self, request: Any) -> Any:
         payload = await super()._serve_list(request)

@@ -196,3 +196,19 @@ def test_a_cr_that_only_the_model_can_reject_is_reported_on_the_object(apiserver
     valid = next(c for c in status["conditions"] if c["type"] == "Valid")
     assert valid["status"] == "False" and "volume" in valid["message"].lower()
     assert kubectl.get("Job", NS, "llm") is None
+
+
+def test_an_operator_limited_to_some_namespaces_never_asks_cluster_wide(apiserver, kubectl, operators):
+    operators(watch_namespaces=["team-a"])
+    kubectl.create({"apiVersion": "shipyard.dev/v1alpha1", "kind": "TrainingJob",
+                    "metadata": {"name": "mine", "namespace": "team-a"},
+                    "spec": {"replicas": 1, "command": ["python", "train.py"]}})
+    create_trainingjob(kubectl, name="not-mine")  # in "default"
+    wait_for(lambda: kubectl.get("Job", "team-a", "mine"), what="the watched namespace's job")
+    wait_for(lambda: sum(1 for r in apiserver.requests if r.path == "/apis/shipyard.dev/v1alpha1/namespaces/team-a/"
+                         "trainingjobs" and r.method == "GET" and "watch" not in r.params) >= 2,
+             what="a resync")
+    assert kubectl.get("Job", NS, "not-mine") is None
+    cluster_wide = [r for r in apiserver.requests if r.method == "GET" and r.path.startswith("/apis/")
+                    and "/namespaces/" not in r.path and r.path.count("/") > 3]
+    assert not cluster_wide, [r.path for r in cluster_wide]  # a Role per namespace allows nothing wider

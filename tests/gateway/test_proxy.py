@@ -7,6 +7,7 @@ import threading
 import httpx
 import pytest
 
+from shipyard.gateway import GatewayServer, RouteTable, StaticKeys, create_gateway_app
 from tests.conftest import wait_for
 from tests.gateway.conftest import KEY, OTHER_PROJECT_KEY, route
 
@@ -187,3 +188,18 @@ def test_head_responses_keep_their_headers_and_leave_the_connection_usable(gatew
             r = client.head("/proj/echo/x")
             assert r.status_code == 200 and int(r.headers["content-length"]) > 0 and r.content == b""
             assert client.get("/proj/echo/y").json()["path"] == "/y"
+
+
+def test_ready_reports_standby_with_503_so_a_service_sends_it_no_traffic():
+    leading = threading.Event()
+    app = create_gateway_app(RouteTable(), StaticKeys({}), ready=leading.is_set)
+    server = GatewayServer(app, "127.0.0.1", 0)
+    server.start()
+    try:
+        standby = httpx.get(f"{server.url}/-/ready", timeout=10)
+        assert standby.status_code == 503 and "standby" in standby.text
+        assert httpx.get(f"{server.url}/-/healthz", timeout=10).status_code == 200  # alive all the same
+        leading.set()
+        assert httpx.get(f"{server.url}/-/ready", timeout=10).status_code == 200
+    finally:
+        server.stop()

@@ -278,7 +278,7 @@ def test_operator_deployment_defaults():
     assert env["SHIPYARD_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "shipyard-admin-token", "key": "token"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"api": 7433, "gateway": 7480}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "api"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/-/healthz", "port": "gateway"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "gateway"}
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert not of_kind(docs, "PodDisruptionBudget") and not of_kind(docs, "Ingress")
     assert not of_kind(docs, "NetworkPolicy") and not of_kind(docs, "ConfigMap")

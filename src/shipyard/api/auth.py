@@ -19,6 +19,7 @@ from shipyard.tokens import hash_token, new_admin_token, new_api_key
 
 __all__ = ["hash_token", "load_or_create_admin_token", "new_api_key", "require_token"]
 UNAUTHORIZED = "missing or invalid API token"
+PROXY_TOKEN_HEADER = "x-shipyard-token"
 
 
 def _read_token(path: Path) -> str:
@@ -58,12 +59,17 @@ def load_or_create_admin_token(path: Path) -> str:
 
 
 def require_token(admin_token_hash: str) -> Callable[[Request], None]:
-    """A router-level dependency accepting only `Authorization: Bearer <admin token>`."""
+    """A router-level dependency accepting only the admin token (`Authorization: Bearer`, or X-Shipyard-Token)."""
     expected = admin_token_hash.encode()
 
     def check(request: Request) -> None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
+        # Through the Kubernetes API server's service proxy (`shipyard --context`) the Authorization header is the
+        # cluster's and is removed there, so the token may come in X-Shipyard-Token instead.
+        token = request.headers.get(PROXY_TOKEN_HEADER, "").strip()
+        scheme = "bearer"
+        if not token:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            token = token.strip()
         if (scheme.lower() != "bearer" or not token
                 or not hmac.compare_digest(hash_token(token).encode(), expected)):
             raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -32,6 +33,8 @@ class CliError(Exception):
 @dataclass
 class State:
     project: str = DEFAULT_PROJECT
+    context: str | None = None  # a kubeconfig context: talk to Shipyard on that cluster
+    kubeconfig: str | None = None
 
 
 def project_of(ctx: typer.Context, override: str | None) -> str:
@@ -41,7 +44,14 @@ def project_of(ctx: typer.Context, override: str | None) -> str:
     return state.project if state else DEFAULT_PROJECT
 
 
+# The global options of this invocation, for the verbs that build a client without their typer context.
+CURRENT_STATE: ContextVar[State] = ContextVar("shipyard_cli_state", default=State())
+
+
 def make_client() -> Client:
+    state = CURRENT_STATE.get()
+    if state.context or state.kubeconfig:
+        return Client.for_cluster(state.context, state.kubeconfig)
     return Client()
 
 

@@ -14,11 +14,11 @@ from typing import Annotated, NoReturn, Sequence
 
 import typer
 
-from shipyard.client import Client, ShipyardError
+from shipyard.client import ShipyardError
 from shipyard.resources import ManifestError
 
 from . import apply, daemon, delete, get, logs, models, portforward, render, token
-from .common import DEFAULT_PROJECT, CliError, State
+from .common import CURRENT_STATE, DEFAULT_PROJECT, CliError, State, make_client
 
 app = typer.Typer(
     name="shipyard",
@@ -35,8 +35,16 @@ def main(
     ctx: typer.Context,
     project: Annotated[str, typer.Option("--project", "-p", envvar="SHIPYARD_PROJECT",
                                          help="Project (namespace) to work in.")] = DEFAULT_PROJECT,
+    context: Annotated[str | None, typer.Option(
+        "--context", envvar="SHIPYARD_CONTEXT",
+        help="Use Shipyard on the cluster of this kubeconfig context (installed with the Helm chart) instead "
+             "of the local control plane.")] = None,
+    kubeconfig: Annotated[str | None, typer.Option(
+        "--kubeconfig", envvar="SHIPYARD_KUBECONFIG",
+        help="The kubeconfig file for --context (default: $KUBECONFIG, then ~/.kube/config).")] = None,
 ) -> None:
-    ctx.obj = State(project=project)
+    ctx.obj = State(project=project, context=context, kubeconfig=kubeconfig)
+    CURRENT_STATE.set(ctx.obj)
 
 
 def version() -> None:
@@ -47,7 +55,7 @@ def version() -> None:
         mine = "unknown"
     typer.echo(f"Client: {mine}")
     try:
-        with Client(timeout=5.0) as client:
+        with make_client() as client:
             server = client.version()
         typer.echo(f"Server: {server.get('version')} ({server.get('apiVersion')})")
     except ShipyardError as exc:
@@ -76,6 +84,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 def main_exit_code(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (never raises, never prints a traceback unless debugging)."""
+    CURRENT_STATE.set(State())  # each invocation starts from its own options (tests run many in one process)
     try:
         result = app(args=list(argv) if argv is not None else None, prog_name="shipyard", standalone_mode=False)
         return result if isinstance(result, int) else 0

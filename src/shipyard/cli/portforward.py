@@ -76,6 +76,12 @@ def port_forward(
     namespace = project_of(ctx, project)
     with make_client() as client:
         client.get(cls.KIND, obj_name, namespace)  # a clear 404 now rather than on the first connection
+        if client.cluster:
+            # The API server's service proxy does not carry WebSocket upgrades with the cluster's credentials;
+            # kubectl's own port-forward reaches the pod directly and is what a cluster user has anyway.
+            workload = "job" if cls.KIND == "TrainingJob" else "deployment"
+            raise CliError(f"on a cluster, forward with kubectl: kubectl port-forward -n {namespace} "
+                           f"{workload}/{obj_name} {ports}")
         base = client.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         token = client.token or ""
     ws_url = f"{base}/apis/shipyard.dev/v1alpha1/namespaces/{quote(namespace)}/{cls.PLURAL}/{quote(obj_name)}" \

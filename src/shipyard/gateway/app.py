@@ -38,11 +38,15 @@ DEFAULT_RETRY_BODY_LIMIT = 8 * 1024 * 1024
 def create_gateway_app(routes: RouteTable, keys: KeyVerifier, activate: Activate | None = None, *,
                        domain: str | None = None, hold_timeout: float = 120.0, queue_limit: int = 256,
                        restart_hold_timeout: float = 10.0, max_attempts: int = 3,
-                       retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT, connect_timeout: float = 5.0) -> "GatewayApp":
-    """The gateway as an ASGI app (serve it with GatewayServer, or any ASGI server with lifespan on)."""
+                       retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT, connect_timeout: float = 5.0,
+                       ready: Callable[[], bool] | None = None) -> "GatewayApp":
+    """The gateway as an ASGI app (serve it with GatewayServer, or any ASGI server with lifespan on).
+
+    `ready`: whether this gateway has routes to serve (`/-/ready`); a standby operator replica, whose route
+    table nobody fills, answers 503 there so that its Service sends it no traffic."""
     return GatewayApp(routes, keys, activate, domain=domain, hold_timeout=hold_timeout, queue_limit=queue_limit,
                       restart_hold_timeout=restart_hold_timeout, max_attempts=max_attempts,
-                      retry_body_limit=retry_body_limit, connect_timeout=connect_timeout)
+                      retry_body_limit=retry_body_limit, connect_timeout=connect_timeout, ready=ready)
 
 
 class _Target:
@@ -55,11 +59,12 @@ class _Target:
 class GatewayApp:
     def __init__(self, routes: RouteTable, keys: KeyVerifier, activate: Activate | None, *, domain: str | None,
                  hold_timeout: float, queue_limit: int, restart_hold_timeout: float, max_attempts: int,
-                 retry_body_limit: int, connect_timeout: float):
+                 retry_body_limit: int, connect_timeout: float, ready: Callable[[], bool] | None = None):
         if max_attempts < 1 or queue_limit < 0:
             raise ValueError("max_attempts must be at least 1 and queue_limit not negative")
         self.routes = routes
         self.keys = keys
+        self.ready = ready
         self.domain_suffix = "." + domain.strip(".").lower() if domain else None
         self.metrics = GatewayMetrics(routes)
         self.client = UpstreamClient(connect_timeout=connect_timeout)
@@ -160,6 +165,11 @@ class GatewayApp:
         path = scope["path"]
         if path == "/-/healthz":
             await send_bytes(send, 200, b"ok\n", b"text/plain; charset=utf-8")
+        elif path == "/-/ready":
+            if self.ready is None or self.ready():
+                await send_bytes(send, 200, b"ready\n", b"text/plain; charset=utf-8")
+            else:
+                await send_bytes(send, 503, b"standby: another replica leads\n", b"text/plain; charset=utf-8")
         elif path == "/-/metrics":
             body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
             await send_bytes(send, 200, body, self.metrics.content_type)

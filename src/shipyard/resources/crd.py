@@ -235,6 +235,13 @@ def _summary(cls: type[Resource]) -> str | None:
     return _prose(doc.split("\n\n", 1)[0]) if doc else None
 
 
+# Names kubectl resolves to a built-in kind first (core/v1 Endpoints is `endpoints`/`ep`): a custom resource
+# claiming them would only be reachable by its full name anyway, and kubectl warns about the clash. The
+# Shipyard CLI keeps its own short names; on kubectl, `kubectl get shipyard` lists every Shipyard kind
+# (the category) and `endpoints.shipyard.dev` names this one.
+_BUILTIN_NAMES = {"ep", "endpoint", "endpoints", "po", "svc", "deploy", "job", "jobs", "app", "apps"}
+
+
 def crd_for(cls: type[Resource]) -> dict[str, Any]:
     """The `apiextensions.k8s.io/v1` CustomResourceDefinition of one Shipyard kind."""
     raw = cls.model_json_schema(by_alias=True, mode="validation")
@@ -263,7 +270,7 @@ def crd_for(cls: type[Resource]) -> dict[str, Any]:
                 "listKind": f"{cls.KIND}List",
                 "plural": cls.PLURAL,
                 "singular": cls.KIND.lower(),
-                "shortNames": list(cls.SHORT_NAMES),
+                "shortNames": [n for n in cls.SHORT_NAMES if n not in _BUILTIN_NAMES and n != cls.KIND.lower()],
                 "categories": ["shipyard"],
             },
             "versions": [{

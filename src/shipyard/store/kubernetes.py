@@ -10,7 +10,7 @@ generation), so this is a translation, not a re-implementation. What differs, an
   itself (status condition `Valid=False`) and the object is treated as Invalid instead of being acted on.
 - Watch versions are this process's own sequence over the events its watches saw (Kubernetes'
   resourceVersions are opaque strings, and `watch(since)` only serves this process's API clients).
-- Applying several resources is not atomic: each is applied in turn after all were validated.
+- Applying several resources is not atomic: each is applied in turn after all were checked.
 """
 
 from __future__ import annotations
@@ -97,8 +97,10 @@ class KubernetesStore:
 
     def list(self, kind: str | None = None, namespace: str | None = None) -> list[Resource]:
         out: list[Resource] = []
-        for k in [kind] if kind else sorted(KINDS):
-            for obj in self._call(self._api.list, k, namespace):
+        # With watched namespaces the operator may have no right to list cluster-wide: ask each namespace.
+        scopes = [namespace] if namespace else self._namespaces
+        for k, ns in [(k, ns) for k in ([kind] if kind else sorted(KINDS)) for ns in scopes]:
+            for obj in self._call(self._api.list, k, ns):
                 try:
                     out.append(self._load(obj))
                 except Invalid:
@@ -111,9 +113,13 @@ class KubernetesStore:
     # --- writes --------------------------------------------------------------------------------------
 
     def apply(self, resources: list[Resource]) -> list[ApplyResult]:
-        results = []
+        # Every refusal is found before the first write: nothing is half-stored because of a Conflict or an
+        # immutable spec (the API server has no multi-object transaction; a failure of the server itself
+        # between writes can still leave the earlier ones applied).
+        plan: list[tuple[Resource, Resource | None, bool]] = []
         for incoming in resources:
             existing = self.get(*incoming.key)
+            changed = True
             if existing is not None:
                 if existing.metadata.deletion_timestamp is not None:
                     raise Conflict(f"{existing.ref} is being deleted; apply it again once it is gone")
@@ -121,10 +127,14 @@ class KubernetesStore:
                 if spec_changed and type(existing).SPEC_IMMUTABLE:
                     raise Invalid(f"{existing.ref}: spec is immutable for {existing.kind}; "
                                   f"delete it and apply again to change it")
-                if not spec_changed and existing.metadata.labels == incoming.metadata.labels \
-                        and existing.metadata.annotations == incoming.metadata.annotations:
-                    results.append(ApplyResult(existing, "unchanged"))
-                    continue
+                changed = spec_changed or existing.metadata.labels != incoming.metadata.labels \
+                    or existing.metadata.annotations != incoming.metadata.annotations
+            plan.append((incoming, existing, changed))
+        results = []
+        for incoming, existing, changed in plan:
+            if existing is not None and not changed:
+                results.append(ApplyResult(existing, "unchanged"))
+                continue
             wire = incoming.to_wire()
             body = {"apiVersion": API_VERSION, "kind": incoming.kind,
                     # ownerReferences: a Sweep's trials are TrainingJobs it owns (and garbage-collects).
