@@ -5,17 +5,28 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench install clean crds
+.PHONY: demo test test-fast bench install clean crds code-server
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt torch==2.13.0
-	$(PIP) install -c constraints.txt -e '.[train,llm,playground,dev,tracking,kubernetes]'
+	$(PIP) install -c constraints.txt -e '.[train,llm,playground,dev,tracking,kubernetes,workspaces]'
 	@touch $(STAMP)
+
+# VS Code Workspaces run code-server, a Node.js program (npm), with the Node.js 24 it needs (npm's `node`
+# package): into .venv so `make clean` removes it. Best effort: without npm the VS Code test is skipped, saying so.
+CODE_SERVER := $(VENV)/code-server/node_modules/.bin/code-server
+$(CODE_SERVER):
+	-@command -v npm >/dev/null && mkdir -p $(VENV)/code-server && cd $(VENV)/code-server \
+	  && (test -f package.json || npm init -y >/dev/null) \
+	  && npm install --no-audit --no-fund --loglevel=error node@24 code-server@4 >/dev/null \
+	  || echo "note: code-server not installed (no npm?); VS Code workspace tests will be skipped"
 
 install: $(STAMP)
 
-test: $(STAMP)
+code-server: $(CODE_SERVER)
+
+test: $(STAMP) $(CODE_SERVER)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-fast: $(STAMP)

@@ -2,7 +2,7 @@
 # `make demo`: the LLM lifecycle on the embedded runtime — pre-train a small GPT on 2 DDP replicas, run a
 # LoRA fine-tuning sweep (tracked in MLflow, best trial registered), serve the registered model as an Endpoint
 # behind the gateway (with a project key) beside the playground App, and ask it questions about modules it
-# never saw in training. Nothing is downloaded: the text is
+# never saw in training; a Jupyter Lab workspace on the same volume is left running.  Nothing is downloaded: the text is
 # Python's own documentation and sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +45,16 @@ URL=$(shipyard get endpoint lifecycle -o json | "$PY" -c 'import json, sys; prin
 MLFLOW_URL=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("mlflowUrl"))' "$SHIPYARD_HOME/daemon.json")
 APP_URL=$(shipyard get app playground -o json | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["status"]["url"])')
 echo
+echo "==> shipyard apply -f examples/workspace.yaml   (a Jupyter Lab on the same volume, behind the gateway)"
+shipyard apply -f examples/workspace.yaml
+for _ in $(seq 1 120); do
+  phase=$(shipyard get workspace notebook -o json | "$PY" -c 'import json, sys; print(json.load(sys.stdin).get("status", {}).get("phase", ""))')
+  [ "$phase" = Running ] && break
+  sleep 1
+done
+shipyard get workspaces
+NOTEBOOK_URL=$(shipyard open workspace/notebook --no-browser)
+echo
 echo "==> shipyard token create demo   (a project key: the gateway refuses requests without one)"
 KEY=$(shipyard token create demo --quiet)
 echo "${KEY:0:12}… (printed once; kept only as a hash)"
@@ -75,6 +85,7 @@ Everything is still running. Try:
        -H 'Content-Type: application/json' \\
        -d '{"model": "lifecycle", "messages": [{"role": "user", "content": "Is \`json.dumps\` a class, a function or a constant?"}]}'
   open $APP_URL          # the playground (Gradio), calling the endpoint through the gateway
+  open '$NOTEBOOK_URL'   # Jupyter Lab (its token is in the URL); /lifecycle holds the models above
   .venv/bin/shipyard get endpoints -w     # watch it scale (to zero after 5 idle minutes)
   open $MLFLOW_URL        # MLflow: the sweep as a parent run, trials as child runs, the registered model
   .venv/bin/shipyard down                 # stops it and everything it started

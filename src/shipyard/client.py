@@ -223,6 +223,11 @@ class Client:
     def get(self, kind: str, name: str, namespace: str = "default") -> Resource:
         return _typed(self._request("GET", self._object(kind, name, namespace)))
 
+    def workspace_access(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        """{url, token, ide, phase, suspendReason}: what opens a Workspace. The token is a secret: show it only
+        to the person who asked."""
+        return dict(self._request("GET", self._object("Workspace", name, namespace) + "/access"))
+
     def list_with_version(self, kind: str, namespace: str | None = "default",
                           name: str | None = None) -> tuple[list[Resource], str]:
         """The objects and the resourceVersion to watch from so that no later change is missed."""

@@ -33,7 +33,7 @@ class GatewayTraffic:
         self._table.set_route(Route(
             project=route.project, name=route.name, kind=route.kind, public=route.public,
             upstreams=tuple(Upstream(u.id, u.host, u.port) for u in route.upstreams),
-            scalable_from_zero=route.scalable_from_zero))
+            scalable_from_zero=route.scalable_from_zero, keep_prefix=route.keep_prefix))
         with self._lock:
             for key in [k for k, v in self._route_of_pod.items() if k[0] == route.project and v == route.name]:
                 del self._route_of_pod[key]

@@ -34,10 +34,12 @@ from shipyard.controllers.serving import ServingController
 from shipyard.controllers.sweep import SweepController
 from shipyard.controllers.trainingjob import TrainingJobController
 from shipyard.controllers.trainingjob.replicas import newest_pods
+from shipyard.controllers.workspace import WorkspaceController
 from shipyard.controllers.tracking import Tracker
 from shipyard.gateway import GatewayServer, RouteTable, create_gateway_app
 from shipyard.gateway_wiring import GatewayTraffic, StoreKeys, activator
-from shipyard.pod_access import RuntimePortForward
+from shipyard.ide_activity import HttpIdeActivity
+from shipyard.pod_access import RuntimePortForward, RuntimeWorkspaceTokens
 from shipyard.resources import Resource
 from shipyard.runtime.kubernetes import KubernetesRuntime
 from shipyard.store import NotFound
@@ -82,6 +84,7 @@ class Operator:
                               tracker=tracker),
             ServingController("App", self.store, self.runtime, self.traffic, keys=self.store.api_keys),
             SweepController(self.store, tracker=tracker),
+            WorkspaceController(self.store, self.runtime, self.traffic, HttpIdeActivity()),
         ], resync_seconds=resync_seconds)
         self.activate = activator(self.routes, lambda kind, ns, name: self.manager.enqueue(kind, ns, name))
         self.elector = LeaderElector(api, namespace, lease_name, identity, lease_seconds=lease_seconds,
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                             args.host, args.gateway_port)
     gateway.start()
     app = create_app(operator.store, ClusterLogs(operator.runtime), hash_token(token), package_version("shipyard"),
-                     port_forward=RuntimePortForward(operator.runtime), models=tracker)
+                     port_forward=RuntimePortForward(operator.runtime), models=tracker,
+                     workspace_tokens=RuntimeWorkspaceTokens(operator.runtime))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     operator.start()
     # Leadership lost: stop serving too, so the pod restarts as a fresh candidate.

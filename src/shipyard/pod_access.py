@@ -1,4 +1,5 @@
-"""Reaching a resource's pods from the API (port-forward), over any Runtime: which pod and which address.
+"""Reaching a resource's pods from the API, over any Runtime: which pod and address (port-forward), and a
+workspace's token (`shipyard open`).
 
 Shared by both composition roots (the embedded daemon and the cluster operator): it needs only the Runtime
 protocol and the wire form of pods, so the same choice is made on one machine and on a cluster.
@@ -6,7 +7,11 @@ protocol and the wire form of pods, so the same choice is made on one machine an
 
 from __future__ import annotations
 
+from typing import Any
+
 from shipyard.compiler.common import KIND_LABEL, NAME_LABEL
+from shipyard.compiler.workspace import TOKEN_SECRET_KEY, token_secret_name
+from shipyard.controllers.workspace.controller import secret_value
 from shipyard.resources import Resource
 from shipyard.runtime.pods import is_ready, pod_address
 from shipyard.runtime.protocol import Runtime
@@ -35,3 +40,14 @@ class RuntimePortForward:
             if where is not None:
                 return where
         raise NotFound(f"{resource.ref} has no running replica to forward to (yet)")
+
+
+class RuntimeWorkspaceTokens:
+    """A workspace's token, read from the Secret its controller made (api.routers.workspaces.WorkspaceTokens)."""
+
+    def __init__(self, runtime: Runtime):
+        self._runtime = runtime
+
+    def token(self, workspace: Any) -> str | None:
+        secret = self._runtime.get("Secret", workspace.metadata.namespace, token_secret_name(workspace))
+        return secret_value(secret, TOKEN_SECRET_KEY) if secret is not None else None

@@ -32,9 +32,11 @@ from shipyard.controllers.serving import ServingController
 from shipyard.controllers.sweep import SweepController
 from shipyard.controllers.trainingjob import TrainingJobController
 from shipyard.controllers.trainingjob.replicas import newest_pods
+from shipyard.controllers.workspace import WorkspaceController
+from shipyard.ide_activity import HttpIdeActivity
 from shipyard.resources import Resource
 from shipyard.runtime.local.runtime import LocalRuntime
-from shipyard.pod_access import RuntimePortForward
+from shipyard.pod_access import RuntimePortForward, RuntimeWorkspaceTokens
 from shipyard.store import NotFound
 from shipyard.store.sqlite import SQLiteStore
 from shipyard.gateway import GatewayServer, RouteTable, create_gateway_app
@@ -142,10 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                                        ServingController("Endpoint", store, runtime, traffic, keys=store.api_keys,
                                                          tracker=tracker),
                                        ServingController("App", store, runtime, traffic, keys=store.api_keys),
-                                       SweepController(store, tracker=tracker)])
+                                       SweepController(store, tracker=tracker),
+                                       WorkspaceController(store, runtime, traffic, HttpIdeActivity())])
     token = load_or_create_admin_token(p.admin_token)
     app = create_app(store, RuntimeLogs(runtime), hash_token(token), package_version("shipyard"),
-                     port_forward=RuntimePortForward(runtime), models=tracker)
+                     port_forward=RuntimePortForward(runtime), models=tracker,
+                     workspace_tokens=RuntimeWorkspaceTokens(runtime))
 
     if tracking is not None:
         tracking.start()

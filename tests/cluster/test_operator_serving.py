@@ -101,3 +101,19 @@ def test_a_sweep_cr_creates_its_trials_as_trainingjob_crs_owned_by_it(apiserver,
     # Each trial is reconciled like any TrainingJob: its Job is applied by the same operator.
     wait_for(lambda: all(kubectl.get("Job", NS, t["metadata"]["name"]) for t in trials), what="the trials' Jobs")
     assert sorted(t["spec"]["args"][1] for t in trials) == ["0.01", "0.1"]
+
+
+def test_a_workspace_cr_becomes_a_statefulset_with_a_token_secret_and_suspends(apiserver, kubectl, operators):
+    operators()
+    kubectl.create({"apiVersion": "shipyard.dev/v1alpha1", "kind": "Workspace",
+                    "metadata": {"name": "lab", "namespace": NS}, "spec": {"idleTimeout": "30m"}})
+    sts = wait_for(lambda: kubectl.get("StatefulSet", NS, "lab"), what="the StatefulSet")
+    assert sts["spec"]["replicas"] == 1 and sts["metadata"]["ownerReferences"][0]["kind"] == "Workspace"
+    secret = wait_for(lambda: kubectl.get("Secret", NS, "lab-token"), what="the token Secret")
+    assert "token" in (secret.get("stringData") or secret.get("data") or {})
+    assert kubectl.get("PersistentVolumeClaim", NS, "lab-home") is not None
+    assert "token" not in str(kubectl.get("Workspace", NS, "lab").get("status", {}))
+
+    kubectl.merge_patch("Workspace", NS, "lab", {"spec": {"suspend": True}})
+    wait_for(lambda: kubectl.get("StatefulSet", NS, "lab")["spec"]["replicas"] == 0, what="suspension")
+    wait_for(lambda: kubectl.get("Workspace", NS, "lab").get("status", {}).get("suspendReason") == "Manual")

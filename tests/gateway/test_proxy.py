@@ -7,7 +7,7 @@ import threading
 import httpx
 import pytest
 
-from shipyard.gateway import GatewayServer, RouteTable, StaticKeys, create_gateway_app
+from shipyard.gateway import GatewayServer, Route, RouteTable, StaticKeys, create_gateway_app
 from tests.conftest import wait_for
 from tests.gateway.conftest import KEY, OTHER_PROJECT_KEY, route
 
@@ -203,3 +203,25 @@ def test_ready_reports_standby_with_503_so_a_service_sends_it_no_traffic():
         assert httpx.get(f"{server.url}/-/ready", timeout=10).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_keep_prefix_route_forwards_the_whole_path(make_gateway, start_upstream):
+    upstream = start_upstream("lab")
+    gateway = make_gateway()
+    gateway.table.set_route(Route(project="proj", name="lab", kind="Workspace", public=True,
+                                   upstreams=(upstream.upstream,), scalable_from_zero=False, keep_prefix=True))
+    with gateway.client(None) as client:
+        assert client.get("/proj/lab/api/kernels?x=1").json()["path"] == "/proj/lab/api/kernels"
+
+
+def test_a_public_route_passes_the_apps_own_authorization_on_and_a_keyed_route_never(make_gateway, start_upstream):
+    upstream = start_upstream("ide")
+    gateway = make_gateway()
+    gateway.table.set_route(route("ide", upstream.upstream, public=True))
+    gateway.table.set_route(route("chat", upstream.upstream))
+    with gateway.client(None) as client:
+        client.get("/proj/ide/api", headers={"Authorization": "token the-ides-own"})
+    assert upstream.app.headers_of(-1)["authorization"] == "token the-ides-own"
+    with gateway.client() as client:  # the project key: consumed by the gateway
+        client.get("/proj/chat/x")
+    assert "authorization" not in upstream.app.headers_of(-1)

@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from shipyard.compiler.common import GATEWAY_SERVICE_URL
-from shipyard.compiler.serving import GATEWAY_POD_LABELS, METRICS
+from shipyard.compiler.common import GATEWAY_POD_LABELS
+from shipyard.compiler.serving import METRICS
 from shipyard.gateway import Route, RouteTable, Upstream
 from shipyard.gateway.metrics import GatewayMetrics
 from tests.pod_security import object_violations, pod_templates
@@ -56,11 +57,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 # What the operator may do, and nothing more: (apiGroup, resource) → verbs.
 CRUD = {"get", "list", "watch", "create", "update", "patch", "delete"}
 EXPECTED_RULES = {
-    **{("shipyard.dev", r): CRUD for r in ("trainingjobs", "endpoints", "apps", "sweeps")},
+    **{("shipyard.dev", r): CRUD for r in ("trainingjobs", "endpoints", "apps", "sweeps", "workspaces")},
     **{("shipyard.dev", f"{r}/{sub}"): {"get", "update", "patch"}
-       for r in ("trainingjobs", "endpoints", "apps", "sweeps") for sub in ("status", "finalizers")},
+       for r in ("trainingjobs", "endpoints", "apps", "sweeps", "workspaces") for sub in ("status", "finalizers")},
     ("batch", "jobs"): CRUD,
     ("apps", "deployments"): CRUD,
+    ("apps", "statefulsets"): CRUD,
     ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "pods/log"): {"get"},
     ("", "services"): CRUD,

@@ -11,7 +11,7 @@ import yaml
 from shipyard.compiler import RegistryModel, compile_resource
 from shipyard.controllers.sweep.searchspace import assignment
 from shipyard.controllers.sweep.substitute import trial_job
-from shipyard.resources import App, Endpoint, ServingResource, Sweep, TrainingJob, load_resources, parse_yaml
+from shipyard.resources import App, Endpoint, ServingResource, Sweep, TrainingJob, Workspace, load_resources, parse_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -75,8 +75,15 @@ def variants():
         "spec": {"model": "models:/lifecycle-lora@champion", "replicas": {"min": 1, "max": 2},
                  "autoscaling": {}, "volumes": [{"name": "cache", "mountPath": "/cache", "size": "1Gi"}]},
     })
+    vscode = Workspace.model_validate({
+        "metadata": {"name": "editor", "namespace": "research", "uid": "0b7c6a3e-bbbb-2222-3333-444455556666"},
+        "spec": {"ide": "vscode", "resources": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": 1},
+                 "volumes": [{"name": "data", "mountPath": "/data", "size": "1Ti", "accessMode": "ReadWriteOnce"}],
+                 "env": [{"name": "HF_HOME", "value": "/data/hf"}], "homeSize": "50Gi", "idleTimeout": "2h",
+                 "ingress": {"host": "ide.example.com", "className": "nginx"}},
+    })
     return [("gpu-job", base), ("endpoint-vllm", vllm), ("endpoint-custom", custom), ("app-streamlit", streamlit),
-            ("endpoint-registry", registry)]
+            ("endpoint-registry", registry), ("workspace-vscode", vscode)]
 
 
 CASES = example_resources() + variants()

@@ -26,6 +26,7 @@ from shipyard.resources.registry import KINDS
 from shipyard.resources.serving import ServingStatus
 from shipyard.resources.sweep import BestTrial, RegisteredModel, SweepStatus, TrialStatus
 from shipyard.resources.trainingjob import Progress, ReplicaStatus, TrackingStatus, TrainingJobStatus
+from shipyard.resources.workspace import WorkspaceStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "charts" / "shipyard" / "crds" / "shipyard.dev.yaml"
@@ -195,6 +196,9 @@ STATUSES = {
         best_trial=BestTrial(name="lifecycle-sweep-0", parameters={"lr": "3e-3", "r": "4"}, objective=0.9),
         trials_succeeded=1, trials_stopped=1, registered_model=RegisteredModel(name="lifecycle", version=3),
         mlflow_run_id="parent"),
+    "Workspace": lambda: WorkspaceStatus(
+        phase="Suspended", conditions=_conditions(), observed_generation=1, url="http://gateway/default/notebook/",
+        ready=False, last_activity_time=NOW, suspended_time=NOW, suspend_reason="Idle"),
 }
 
 

@@ -17,7 +17,7 @@ from shipyard.store import Store
 from . import errors
 from .auth import require_token
 from .logs import LogSource
-from .routers import apikeys, portforward, resources, system
+from .routers import apikeys, portforward, resources, system, workspaces
 from .routers import models as registry
 
 MAX_BODY_BYTES = MAX_TEXT_BYTES  # as much as the CLI will read from files: 16 MiB
@@ -59,7 +59,8 @@ class BodyLimitMiddleware:
 
 def create_app(store: Store, logs: LogSource | None, admin_token_hash: str, version: str,
                port_forward: portforward.PortForwarder | None = None,
-               models: registry.ModelRegistry | None = None) -> FastAPI:
+               models: registry.ModelRegistry | None = None,
+               workspace_tokens: workspaces.WorkspaceTokens | None = None) -> FastAPI:
     """`models`: the model registry behind GET /api/v1/models (the daemon's tracker); None when tracking is off."""
     app = FastAPI(title="Shipyard", version=version, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
@@ -68,6 +69,7 @@ def create_app(store: Store, logs: LogSource | None, admin_token_hash: str, vers
     app.state.logs = logs
     app.state.port_forward = port_forward
     app.state.models = models
+    app.state.workspace_tokens = workspace_tokens
     app.state.admin_token_hash = admin_token_hash  # the port-forward WebSocket checks it itself
     app.state.version = version
     # Tests shorten this; clients rely on a line at least this often to notice a dead connection.
@@ -80,5 +82,6 @@ def create_app(store: Store, logs: LogSource | None, admin_token_hash: str, vers
     app.include_router(resources.router, dependencies=auth)
     app.include_router(apikeys.router, dependencies=auth)
     app.include_router(registry.router, dependencies=auth)
+    app.include_router(workspaces.router, dependencies=auth)
     app.include_router(portforward.router)
     return app

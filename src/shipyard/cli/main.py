@@ -17,7 +17,7 @@ import typer
 from shipyard.client import ShipyardError
 from shipyard.resources import ManifestError
 
-from . import apply, daemon, delete, get, logs, models, portforward, render, token
+from . import apply, daemon, delete, get, logs, models, portforward, render, token, workspace
 from .common import CURRENT_STATE, DEFAULT_PROJECT, CliError, State, make_client
 
 app = typer.Typer(
@@ -74,6 +74,9 @@ app.command("version")(version)
 app.add_typer(token.app, name="token")
 app.command("port-forward")(portforward.port_forward)
 app.command("models")(models.models)
+app.command("open")(workspace.open_workspace)
+app.command("suspend")(workspace.suspend)
+app.command("resume")(workspace.resume)
 
 
 def _fail(message: str, code: int = 1) -> int:

@@ -139,6 +139,15 @@ COLUMNS: dict[str, list[Column]] = {
     "Endpoint": _serving_columns(),
     "App": _serving_columns(),
     "Sweep": _sweep_columns(),
+    "Workspace": [
+        NAME, Column("IDE", "spec.ide"), Column("PHASE", "status.phase"), Column("URL", "status.url"),
+        Column("LAST ACTIVE", lambda o: age(dig(o, "status.lastActivityTime")) if dig(o, "status.lastActivityTime")
+               else None),
+        AGE,
+        Column("IDLE TIMEOUT", lambda o: f"{dig(o, 'spec.idleTimeout')}s" if dig(o, "spec.idleTimeout") else None,
+               wide=True),
+        Column("SUSPENDED", "status.suspendReason", wide=True),
+    ],
 }
 DEFAULT_COLUMNS = [NAME, Column("PHASE", "status.phase"), AGE]
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.resources import Resource, ServingResource, Sweep, TrainingJob
+from shipyard.resources import Resource, ServingResource, Sweep, TrainingJob, Workspace
 
 from .serving import RegistryModel, ServingContext, compile_serving, default_scaling
 from .trainingjob import TrainingJobContext, compile_trainingjob
+from .workspace import WorkspaceContext, compile_workspace
 
 
 def compile_resource(resource: Resource, restart: int = 0, replicas: int | None = None,
                      autoscale: bool | None = None, model: RegistryModel | None = None,
-                     admitted: bool = False) -> list[dict[str, Any]]:
+                     admitted: bool = False, running: bool | None = None) -> list[dict[str, Any]]:
     """`restart` is a TrainingJob's attempt and `admitted` whether its Job may start (else it is suspended); `replicas`/`autoscale` are a serving resource's scale, each
     defaulting to `default_scaling` (an HPA when there is room to scale, else max(min, 1) replicas); `model`
     is what an Endpoint's `models:/` reference resolved to (ValueError without it)."""
@@ -28,11 +29,14 @@ def compile_resource(resource: Resource, restart: int = 0, replicas: int | None 
         if replicas is None and not scale:
             replicas = max(resource.spec.replicas.min, 1)
         return compile_serving(resource, ServingContext(replicas=replicas, autoscale=scale, model=model))
+    if isinstance(resource, Workspace):
+        # `running`: the controller's decision (suspended or idle: no); by default, whatever spec.suspend says.
+        return compile_workspace(resource, None if running is None else WorkspaceContext(running=running))
     if isinstance(resource, Sweep):
         raise TypeError("a Sweep compiles to no objects of its own: its controller creates the trials as "
                         f"TrainingJobs ({resource.metadata.name}-0, -1, …), each compiled like any TrainingJob")
     raise TypeError(f"no compiler for kind {resource.kind!r}")
 
 
-__all__ = ["RegistryModel", "ServingContext", "TrainingJobContext", "compile_resource", "compile_serving",
-           "compile_trainingjob", "default_scaling"]
+__all__ = ["RegistryModel", "ServingContext", "TrainingJobContext", "WorkspaceContext", "compile_resource",
+           "compile_serving", "compile_trainingjob", "compile_workspace", "default_scaling"]

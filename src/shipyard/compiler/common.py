@@ -24,6 +24,12 @@ COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # Where pods reach the gateway on a cluster (the Helm chart's Service); the local runtime maps it to its own
 # gateway, so an App calling an Endpoint "through the gateway" works unchanged in both places.
 GATEWAY_SERVICE_URL = "http://shipyard-gateway.shipyard-system.svc"
+# Who may reach serving and workspace pods: the gateway's pods in Shipyard's own namespace (the Helm chart's
+# labels; the admin labels the namespace) …
+SYSTEM_NAMESPACE_LABEL = "shipyard.dev/system"
+GATEWAY_POD_LABELS = {"app.kubernetes.io/component": "gateway", "app.kubernetes.io/name": "shipyard"}
+# … and, for resources with an Ingress, the ingress controller's namespace, which the cluster admin labels.
+INGRESS_NAMESPACE_LABEL = "shipyard.dev/ingress-controller"
 RUN_AS_USER = 1000
 
 
@@ -108,4 +114,24 @@ def volume_claim(resource: Resource, volume: Any) -> dict[str, Any]:
         "kind": "PersistentVolumeClaim",
         "metadata": object_meta(resource, volume.name, labels=labels, owned=False),
         "spec": spec,
+    }
+
+
+def gateway_only_network_policy(resource: Resource, port_name: str, from_ingress: bool) -> dict[str, Any]:
+    """Admit only the Shipyard gateway (and, with an Ingress, the ingress controller) to the named port."""
+    peers: list[dict[str, Any]] = [{
+        "namespaceSelector": {"matchLabels": {SYSTEM_NAMESPACE_LABEL: "true"}},
+        "podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)},
+    }]
+    if from_ingress:
+        peers.append({"namespaceSelector": {"matchLabels": {INGRESS_NAMESPACE_LABEL: "true"}}})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": object_meta(resource, resource.metadata.name),
+        "spec": {
+            "ingress": [{"from": peers, "ports": [{"port": port_name, "protocol": "TCP"}]}],
+            "podSelector": {"matchLabels": selector_labels(resource)},
+            "policyTypes": ["Ingress"],
+        },
     }

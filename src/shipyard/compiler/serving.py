@@ -37,6 +37,7 @@ from .common import (
     LOCAL_WORKDIR_ANNOTATION,
     container_security_context,
     env_var,
+    gateway_only_network_policy,
     object_labels,
     object_meta,
     pod_security_context,
@@ -50,11 +51,6 @@ CONTAINER_NAMES = {"Endpoint": "server", "App": "app"}
 IN_FLIGHT_METRIC = "shipyard_gateway_upstream_in_flight"
 RPS_METRIC = "shipyard_gateway_upstream_requests_per_second"
 METRICS = {"inFlight": IN_FLIGHT_METRIC, "requestsPerSecond": RPS_METRIC}
-# Who may reach serving pods: the gateway's pods in Shipyard's own namespace (see the Helm chart's labels) …
-SYSTEM_NAMESPACE_LABEL = "shipyard.dev/system"
-GATEWAY_POD_LABELS = {"app.kubernetes.io/component": "gateway", "app.kubernetes.io/name": "shipyard"}
-# … and, for resources with an Ingress, the ingress controller's namespace, which the cluster admin labels.
-INGRESS_NAMESPACE_LABEL = "shipyard.dev/ingress-controller"
 
 
 @dataclass(frozen=True)
@@ -296,22 +292,7 @@ def pod_disruption_budget(resource: ServingResource) -> dict[str, Any]:
 
 
 def network_policy(resource: ServingResource) -> dict[str, Any]:
-    peers: list[dict[str, Any]] = [{
-        "namespaceSelector": {"matchLabels": {SYSTEM_NAMESPACE_LABEL: "true"}},
-        "podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)},
-    }]
-    if resource.spec.ingress is not None:
-        peers.append({"namespaceSelector": {"matchLabels": {INGRESS_NAMESPACE_LABEL: "true"}}})
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": object_meta(resource, resource.metadata.name),
-        "spec": {
-            "ingress": [{"from": peers, "ports": [{"port": PORT_NAME, "protocol": "TCP"}]}],
-            "podSelector": {"matchLabels": selector_labels(resource)},
-            "policyTypes": ["Ingress"],
-        },
-    }
+    return gateway_only_network_policy(resource, PORT_NAME, from_ingress=resource.spec.ingress is not None)
 
 
 def ingress(resource: ServingResource) -> dict[str, Any]:

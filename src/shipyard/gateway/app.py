@@ -120,6 +120,14 @@ class GatewayApp:
         token = bearer_token(scope["headers"])
         return token is not None and self.keys.verify(project, token)
 
+    def _apps_own_auth(self, scope: dict[str, Any], target: _Target, entry: RouteEntry) -> bool:
+        """Whether the client's Authorization header goes on: on a public route it is the app's own (an IDE's
+        token), unless it is a project key, which no upstream ever sees."""
+        if not entry.current[0].public:
+            return False
+        token = bearer_token(scope["headers"])
+        return token is None or not self.keys.verify(target.project, token)
+
     # --- HTTP -------------------------------------------------------------------------------------------
 
     async def _http(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
@@ -149,12 +157,17 @@ class GatewayApp:
                 await send_bytes(send, 308, b"", b"text/plain", [(b"location", location)])
                 return
             headers, ex.request_id = upstream_request_headers(scope["headers"], _client_host(scope),
-                                                              scope.get("scheme", "http"), target.prefix)
+                                                              scope.get("scheme", "http"), target.prefix,
+                                                              keep_authorization=self._apps_own_auth(scope, target,
+                                                                                                     entry))
             traffic = entry.traffic
             traffic.arrived(started)
             traffic.in_flight += 1
+            path = target.path
+            if target.prefix and entry.current[0].keep_prefix:
+                path = target.prefix + target.path
             try:
-                await self.proxy.forward(scope, receive, send, entry, target.path,
+                await self.proxy.forward(scope, receive, send, entry, path,
                                          (scope.get("query_string") or b"").decode("latin-1"), headers, ex, started)
             finally:
                 traffic.in_flight -= 1
@@ -219,7 +232,9 @@ class GatewayApp:
                 return
             headers, ex.request_id = upstream_request_headers(scope["headers"], _client_host(scope),
                                                               "https" if scope.get("scheme") == "wss" else "http",
-                                                              target.prefix)
+                                                              target.prefix,
+                                                              keep_authorization=self._apps_own_auth(scope, target,
+                                                                                                     entry))
             entry.traffic.arrived(started)
             entry.traffic.in_flight += 1
             try:
@@ -253,7 +268,9 @@ class GatewayApp:
             traffic.rate.add(now)
             try:
                 try:
-                    upstream_ws = await open_upstream(backend.upstream, scope, target.path, query, headers,
+                    path = target.prefix + target.path if target.prefix and entry.current[0].keep_prefix \
+                        else target.path
+                    upstream_ws = await open_upstream(backend.upstream, scope, path, query, headers,
                                                       self.connect_timeout)
                 except HandshakeRefused as exc:
                     ex.status = exc.status

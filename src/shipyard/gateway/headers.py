@@ -1,8 +1,9 @@
 """Header rewriting between the client and the upstream, both ways.
 
 Hop-by-hop headers (RFC 9110 §7.6.1, and any header the Connection header names) describe one connection
-and must not be forwarded. The client's Authorization header is dropped too: upstreams never see project
-keys. X-Forwarded-* are set by the gateway, never trusted from the client (except that X-Forwarded-For is
+and must not be forwarded. The client's Authorization header is dropped too on routes that need a project key:
+upstreams never see project keys. A public route's Authorization belongs to the app behind it (a workspace's
+IDE checks its own token there), so it is passed on, unless it is a project key (the caller decides). X-Forwarded-* are set by the gateway, never trusted from the client (except that X-Forwarded-For is
 appended to, as every proxy does): X-Forwarded-Prefix tells apps served under /{project}/{name} (Gradio,
 Streamlit) where they live so they build correct URLs. The Host header is kept, so that absolute URLs an
 app builds point back at the gateway.
@@ -32,12 +33,16 @@ def new_request_id() -> str:
 
 
 def upstream_request_headers(headers: list[tuple[bytes, bytes]], client_host: str | None, scheme: str,
-                             prefix: str | None, extra_drop: frozenset[bytes] = frozenset()) -> tuple[list[tuple[str, str]], str]:
+                             prefix: str | None, extra_drop: frozenset[bytes] = frozenset(),
+                             keep_authorization: bool = False) -> tuple[list[tuple[str, str]], str]:
     """(headers for the upstream as str pairs, the request id) from the client's ASGI headers."""
     out: list[tuple[str, str]] = []
     forwarded_for = host = request_id = None
     connection_named: set[bytes] | None = None
     for name, value in headers:
+        if name == b"authorization" and keep_authorization and name not in extra_drop:
+            out.append(("authorization", value.decode("latin-1")))
+            continue
         if name in _DROP_UPSTREAM or name in extra_drop:
             if name == b"x-forwarded-for":
                 forwarded_for = value

@@ -33,8 +33,10 @@ class Upstream:
 class Route:
     """What the gateway serves at /{project}/{name}/: the ready upstreams of one Endpoint or App.
 
-    `kind` is informational (Endpoint, App). `public` routes need no API key. `scalable_from_zero` routes
-    call the gateway's `activate` when a request finds no upstream, and hold requests for longer.
+    `kind` is informational (Endpoint, App, Workspace). `public` routes need no API key. `scalable_from_zero`
+    routes call the gateway's `activate` when a request finds no upstream, and hold requests for longer.
+    `keep_prefix` routes get the whole path, /{project}/{name} included, for servers that must be told their
+    base path and cannot take it from X-Forwarded-Prefix (Jupyter's base_url).
     """
 
     project: str
@@ -43,6 +45,7 @@ class Route:
     public: bool
     upstreams: tuple[Upstream, ...]
     scalable_from_zero: bool
+    keep_prefix: bool = False
 
 
 @dataclass(frozen=True)

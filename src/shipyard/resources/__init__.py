@@ -9,11 +9,12 @@ from .registry import KINDS, kind_class, resolve_kind
 from .serving import ServingResource, ServingSpec, ServingStatus
 from .sweep import Sweep, SweepSpec, SweepStatus, TrialStatus
 from .trainingjob import TrainingJob, TrainingJobSpec, TrainingJobStatus
+from .workspace import Workspace, WorkspaceSpec, WorkspaceStatus
 
 __all__ = [
     "API_GROUP", "API_VERSION", "App", "AppSpec", "Condition", "Document", "Endpoint", "EndpointSpec", "FieldError",
     "KINDS", "ManifestError", "ObjectMeta", "OwnerReference", "Resource", "ServingResource", "ServingSpec",
     "ServingStatus", "Status", "Sweep", "SweepSpec", "SweepStatus", "TrainingJob", "TrainingJobSpec",
-    "TrainingJobStatus", "TrialStatus", "kind_class", "load_resources", "parse_yaml", "resolve_kind",
+    "TrainingJobStatus", "TrialStatus", "Workspace", "WorkspaceSpec", "WorkspaceStatus", "kind_class", "load_resources", "parse_yaml", "resolve_kind",
     "set_condition", "validate_document",
 ]

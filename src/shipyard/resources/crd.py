@@ -49,6 +49,8 @@ _OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "memory": {INT_OR_STRING: True, "pattern": _QUANTITY_PATTERN},
     },
     "Volume": {"size": {"pattern": _QUANTITY_PATTERN}},
+    # Seconds, or a duration ("30m"): parse_duration turns the string into seconds before the model checks it.
+    "WorkspaceSpec": {"idleTimeout": {INT_OR_STRING: True, "pattern": r"^(\d+|(\d+h)?(\d+m)?(\d+s)?)$"}},
 }
 # Validation keywords that mean the same in JSON Schema and in a CRD's OpenAPI v3 subset.
 _CONSTRAINTS = {"format", "enum", "minimum", "maximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
@@ -84,6 +86,14 @@ def _serving_columns(*extra: dict[str, Any]) -> list[dict[str, Any]]:
 # What `kubectl get` shows: the same facts as `shipyard get` (cli/printers.py) where a JSONPath can reach them;
 # priority 1 columns appear with `-o wide`, as Shipyard's wide columns do.
 _COLUMNS: dict[str, list[dict[str, Any]]] = {
+    "Workspace": [
+        _PHASE,
+        _column("IDE", "string", ".spec.ide", "jupyterlab or vscode"),
+        _column("URL", "string", ".status.url", "Where the gateway serves it (open it with shipyard open)"),
+        _column("Last Active", "date", ".status.lastActivityTime", "Last request, busy kernel or editor use"),
+        _AGE,
+        _column("Suspended", "string", ".status.suspendReason", "Idle or Manual", priority=1),
+    ],
     "TrainingJob": [
         _PHASE,
         _column("Replicas", "integer", ".spec.replicas", "Replicas in the gang"),

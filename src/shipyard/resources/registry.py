@@ -7,8 +7,9 @@ from .base import Resource
 from .endpoint import Endpoint
 from .sweep import Sweep
 from .trainingjob import TrainingJob
+from .workspace import Workspace
 
-KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (TrainingJob, Endpoint, App, Sweep)}
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (TrainingJob, Endpoint, App, Sweep, Workspace)}
 
 
 def kind_class(kind: str) -> type[Resource]:

@@ -27,7 +27,7 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 KIND_LABEL = "shipyard.dev/kind"
 NAME_LABEL = "shipyard.dev/name"
 # Kinds whose changes a controller must hear about: what it creates and what reports progress (pods).
-WATCHED_KINDS = ("Job", "Pod", "Deployment", "HorizontalPodAutoscaler", "Service")
+WATCHED_KINDS = ("Job", "Pod", "Deployment", "StatefulSet", "HorizontalPodAutoscaler", "Service")
 FOREGROUND_KINDS = {"Job", "Deployment", "StatefulSet"}
 # The pod log API counts lines, not bytes: a tail of N bytes is read as N / this many lines.
 ASSUMED_LINE_BYTES = 100

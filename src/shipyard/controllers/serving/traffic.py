@@ -25,6 +25,7 @@ class RouteTarget:
     public: bool
     upstreams: tuple[Upstream, ...]  # ready replicas only
     scalable_from_zero: bool  # hold requests (and ask for activation) when there are no upstreams
+    keep_prefix: bool = False  # forward /{project}/{name} too (servers told their base path, e.g. Jupyter)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """LocalRuntime: a one-machine stand-in for a Kubernetes API server, its workload controllers and a node.
 
 It stores native objects (ObjectFiles) and runs, as pure policies, the controllers the compiler's objects
-need: Jobs (jobs.sync_job), Deployments (deployments.sync_deployment) and HorizontalPodAutoscalers
-(hpa.sync_hpa). It places pods against the machine's capacity, and its Kubelet starts, probes, restarts and
-stops their processes. One background thread does all of this in short ticks; API calls only change desired
-state and wake it. Everything it knows is on disk, so a daemon restarted after a crash re-adopts running pods
-instead of starting them again.
+need: Jobs (jobs.sync_job), Deployments (deployments.sync_deployment), StatefulSets
+(statefulsets.sync_statefulset) and HorizontalPodAutoscalers (hpa.sync_hpa). It places pods against the
+machine's capacity, and its Kubelet starts, probes, restarts and stops their processes. One background
+thread does all of this in short ticks; API calls only change desired state and wake it. Everything it knows
+is on disk, so a daemon restarted after a crash re-adopts running pods instead of starting them again.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from .jobs import COMPLETION_INDEX, TERMINAL, job_finished, sync_job
 from .kubelet import DISRUPTED_ANNOTATION, LOCAL_WORKDIR_ANNOTATION, Kubelet
 from .lifecycle import Backoff
 from .state import ObjectFiles
+from .statefulsets import POD_NAME_LABEL, REVISION_LABEL, sync_statefulset
 from .volumes import claim_dir
 
 log = logging.getLogger(__name__)
 
-NATIVE_KINDS = {"Job", "Service", "PersistentVolumeClaim", "Pod", "Deployment", "HorizontalPodAutoscaler",
-                "PodDisruptionBudget", "NetworkPolicy", "Ingress", "Secret"}
+NATIVE_KINDS = {"Job", "Service", "PersistentVolumeClaim", "Pod", "Deployment", "StatefulSet",
+                "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "Secret"}
 # Deleted at once: nothing of theirs has to stop first.
 _REMOVED_AT_ONCE = {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress",
                     "Secret"}
@@ -78,6 +79,9 @@ class LocalRuntime:
         kind = obj["kind"]
         if kind not in NATIVE_KINDS - {"Pod"}:
             raise ValueError(f"the local runtime cannot run {kind} objects")
+        if kind == "StatefulSet" and obj.get("spec", {}).get("volumeClaimTemplates"):
+            raise ValueError("the local runtime does not support volumeClaimTemplates: "
+                             "mount a named PersistentVolumeClaim instead")
         with self._lock:
             meta = obj["metadata"]
             current = self._objects.get(kind, meta["namespace"], meta["name"])
@@ -227,6 +231,9 @@ class LocalRuntime:
                 for deployment in list(self._objects.all("Deployment")):
                     if self._sync_deployment(deployment):
                         changed |= self._owners_of(deployment)
+                for statefulset in list(self._objects.all("StatefulSet")):
+                    if self._sync_statefulset(statefulset):
+                        changed |= self._owners_of(statefulset)
                 changed |= self._schedule()
         for key in changed:
             for callback in self._subscribers:
@@ -239,12 +246,7 @@ class LocalRuntime:
         meta = job["metadata"]
         pods = self._owned_pods(job)
         if meta.get("deletionTimestamp"):
-            for pod in pods:
-                self._kubelet.delete(pod)
-            if not pods:
-                self._objects.remove("Job", meta["namespace"], meta["name"])
-                return True
-            return False
+            return self._finish_deletion(job, pods)
         before = job.get("status", {})
         decision = sync_job(job, pods, self._clock())
         by_name = {p["metadata"]["name"]: p for p in pods}
@@ -264,16 +266,20 @@ class LocalRuntime:
             return True
         return False
 
+    def _finish_deletion(self, owner: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+        """A deleted workload's pods stop gracefully; the workload itself goes once none is left."""
+        for pod in pods:
+            self._kubelet.delete(pod)
+        if pods:
+            return False
+        self._objects.remove(owner["kind"], owner["metadata"]["namespace"], owner["metadata"]["name"])
+        return True
+
     def _sync_deployment(self, deployment: dict[str, Any]) -> bool:
         meta = deployment["metadata"]
         pods = self._owned_pods(deployment)
         if meta.get("deletionTimestamp"):
-            for pod in pods:
-                self._kubelet.delete(pod)
-            if not pods:
-                self._objects.remove("Deployment", meta["namespace"], meta["name"])
-                return True
-            return False
+            return self._finish_deletion(deployment, pods)
         before = deployment.get("status", {})
         decision = sync_deployment(deployment, pods, self._clock())
         by_name = {p["metadata"]["name"]: p for p in pods}
@@ -289,6 +295,33 @@ class LocalRuntime:
         if decision.status != before or decision.delete_pods or decision.create:
             deployment["status"] = decision.status
             self._objects.save(deployment)
+            return True
+        return False
+
+    def _sync_statefulset(self, sts: dict[str, Any]) -> bool:
+        meta, spec = sts["metadata"], sts["spec"]
+        pods = self._owned_pods(sts)
+        if meta.get("deletionTimestamp"):
+            return self._finish_deletion(sts, pods)
+        before = sts.get("status", {})
+        decision = sync_statefulset(sts, pods, self._clock())
+        by_name = {p["metadata"]["name"]: p for p in pods}
+        for name in decision.delete_pods:
+            self._kubelet.delete(by_name[name])
+        created = False
+        for ordinal in decision.create_ordinals:
+            name = f"{meta['name']}-{ordinal}"
+            # Pods are stored by name: never replace one, not even a terminating one (or another owner's).
+            if self._objects.get("Pod", meta["namespace"], name) is not None:
+                continue
+            pod_spec = {"restartPolicy": "Always", **copy.deepcopy(spec["template"]["spec"]), "hostname": name}
+            if spec.get("serviceName"):
+                pod_spec["subdomain"] = spec["serviceName"]  # the pod's DNS name is <name>-N.<serviceName>
+            self._create_pod(sts, name, {REVISION_LABEL: decision.revision, POD_NAME_LABEL: name}, {}, pod_spec)
+            created = True
+        if decision.status != before or decision.delete_pods or created:
+            sts["status"] = decision.status
+            self._objects.save(sts)
             return True
         return False
 
