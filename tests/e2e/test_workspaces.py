@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import wait_for
-from tests.e2e.conftest import ROOT, Shipyard
+from tests.e2e.conftest import ROOT, SHIPYARD, Shipyard
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -88,6 +90,20 @@ def test_jupyter_workspace_kernel_volume_idle_suspension_and_token(shipyard):
     notebook = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
     assert httpx.put(f"{base}api/contents/notes.ipynb", headers=auth, json=notebook, timeout=30).status_code == 201
     assert httpx.delete(f"{base}api/kernels/{kernel.json()['id']}", headers=auth, timeout=30).status_code == 204
+
+    # `shipyard port-forward workspace/lab LOCAL:8888` reaches the IDE's port directly (the token still applies).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    forward = subprocess.Popen([*SHIPYARD, "port-forward", "workspace/lab", f"{local}:8888"], env=shipyard.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Forwarding from" in forward.stdout.readline()
+        direct = httpx.get(f"http://127.0.0.1:{local}/default/lab/api/contents", headers=auth, timeout=30)
+        assert direct.status_code == 200 and any(i["name"] == "notes.ipynb" for i in direct.json()["content"])
+    finally:
+        forward.send_signal(signal.SIGINT)
+        forward.wait(timeout=30)
 
     # A TrainingJob mounting the same volume reads what the notebook wrote.
     shipyard.run("apply", "-f", "-", input=manifest("TrainingJob", "reader", {
