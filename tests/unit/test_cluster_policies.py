@@ -53,3 +53,53 @@ def test_owner_of_prefers_the_controller_reference_then_labels():
                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "chat-x"}]}}
     assert owner_of(pod) == OwnerKey("Endpoint", "p", "chat")
     assert owner_of({"metadata": {"namespace": "p", "labels": {"app": "x"}}}) is None
+
+
+class FakeApi:
+    field_manager = "shipyard"
+
+    def __init__(self, live):
+        self.live = live
+        self.applied = []
+
+    def get(self, kind, namespace, name):
+        return self.live
+
+    def apply(self, obj, force=True, field_manager=None):
+        self.applied.append((field_manager or self.field_manager, obj))
+        return obj
+
+
+def deployment(replicas=None):
+    spec = {"template": {}} | ({"replicas": replicas} if replicas is not None else {})
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "chat", "namespace": "p"},
+            "spec": spec}
+
+
+def owned_by(manager):
+    return {"manager": manager, "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}}
+
+
+def test_replicas_are_handed_over_before_the_hpa_takes_them():
+    from shipyard.runtime.kubernetes import HANDOVER_MANAGER, KubernetesRuntime
+
+    live = deployment(3)
+    live["metadata"]["managedFields"] = [owned_by("shipyard")]
+    api = FakeApi(live)
+    KubernetesRuntime(api).apply(deployment())  # without replicas: the HPA owns them now
+    (first_manager, handover), (second_manager, main) = api.applied
+    assert first_manager == HANDOVER_MANAGER and handover["spec"] == {"replicas": 3}
+    assert second_manager == "shipyard" and "replicas" not in main["spec"]
+
+
+def test_no_handover_once_someone_else_owns_replicas_or_when_replicas_are_set():
+    from shipyard.runtime.kubernetes import KubernetesRuntime
+
+    live = deployment(3)
+    live["metadata"]["managedFields"] = [owned_by("horizontal-pod-autoscaler") | {"operation": "Update"}]
+    api = FakeApi(live)
+    KubernetesRuntime(api).apply(deployment())
+    assert [m for m, _ in api.applied] == ["shipyard"]
+    api = FakeApi(live)
+    KubernetesRuntime(api).apply(deployment(0))  # scale to zero: the controller sets the count itself
+    assert [m for m, _ in api.applied] == ["shipyard"]

@@ -198,12 +198,12 @@ class KubeApi:
 
     # --- writes --------------------------------------------------------------------------------------
 
-    def apply(self, obj: dict[str, Any], force: bool = True) -> dict[str, Any]:
-        """Server-side apply: this field manager owns exactly the fields in `obj`; `force` takes over fields
-        another manager changed (drift correction), as a controller must."""
+    def apply(self, obj: dict[str, Any], force: bool = True, field_manager: str | None = None) -> dict[str, Any]:
+        """Server-side apply: this field manager (or `field_manager`) owns exactly the fields in `obj`; `force`
+        takes over fields another manager changed (drift correction), as a controller must."""
         try:
-            return _plain(self._client.apply(self._cls(obj["kind"]).from_dict(obj), field_manager=self.field_manager,
-                                             force=force))
+            return _plain(self._client.apply(self._cls(obj["kind"]).from_dict(obj),
+                                             field_manager=field_manager or self.field_manager, force=force))
         except httpx.HTTPError as exc:
             raise _error(exc) from None
 

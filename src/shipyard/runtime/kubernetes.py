@@ -34,6 +34,21 @@ ASSUMED_LINE_BYTES = 100
 _KIND_BY_LOWER = {kind.lower(): kind for kind in KINDS}
 
 
+HANDOVER_MANAGER = "shipyard-replicas-handover"
+
+
+def _scales_without_replicas(body: NativeObject) -> bool:
+    return body.get("kind") == "Deployment" and "replicas" not in (body.get("spec") or {})
+
+
+def _owns_replicas(live: NativeObject, manager: str) -> bool:
+    for entry in live["metadata"].get("managedFields") or []:
+        if entry.get("manager") == manager and entry.get("operation") == "Apply" \
+                and "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+            return True
+    return False
+
+
 class ClusterRefused(Exception):
     """A call the cluster refused (other than not found), with the API server's message."""
 
@@ -66,9 +81,25 @@ class KubernetesRuntime:
     def apply(self, obj: NativeObject) -> NativeObject:
         body = {k: v for k, v in obj.items() if k != "status"}
         try:
+            if _scales_without_replicas(body):
+                self._hand_replicas_over(body)
             return self._api.apply(body)
         except KubeError as exc:
             raise ClusterRefused(f"applying {obj['kind']} {obj['metadata']['name']}: {exc}") from None
+
+    def _hand_replicas_over(self, body: NativeObject) -> None:
+        """Before a Deployment is applied without `replicas` (the HPA owns the count from now on), make a
+        separate field manager co-own the current value. Otherwise the API server would drop the field this
+        manager gave up, and the Deployment would fall back to 1 replica until the HPA's next sync (the hand-over
+        Kubernetes' server-side apply documentation describes for exactly this case)."""
+        meta = body["metadata"]
+        live = self._api.get(body["kind"], meta["namespace"], meta["name"])
+        if live is None or not _owns_replicas(live, self._api.field_manager):
+            return
+        self._api.apply({"apiVersion": body["apiVersion"], "kind": body["kind"],
+                         "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                         "spec": {"replicas": live["spec"].get("replicas", 1)}},
+                        force=True, field_manager=HANDOVER_MANAGER)
 
     def get(self, kind: str, namespace: str, name: str) -> NativeObject | None:
         return self._api.get(kind, namespace, name)
