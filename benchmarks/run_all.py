@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
 
 from benchmarks import (  # noqa: E402
     common, gateway_overhead, platform_latency, pretrain_throughput, serve_throughput, sweep_overhead,
-    training_overhead,
+    training_overhead, workspace_latency,
 )
 
 RUN_ALL_ROUNDS = 6  # more than training_overhead.py's default of 3 (the budget allows it), and even, so that
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_prefixed(gateway, gateway_overhead.add_arguments, "gateway")
     sweep = parser.add_argument_group("sweep overhead")
     _add_prefixed(sweep, sweep_overhead.add_arguments, "sweep")
+    workspace = parser.add_argument_group("workspace latency")
+    _add_prefixed(workspace, workspace_latency.add_arguments, "workspace")
     args = parser.parse_args(argv)
     training_overhead.check_arguments(parser, args)
     platform_latency.check_arguments(parser, args)
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     gateway_result = gateway_overhead.run(gateway_args)
     print(flush=True)
     sweep_result = sweep_overhead.run(sweep_args)
+    print(flush=True)
+    workspace_result = workspace_latency.run(_unprefixed(args, "workspace"))
     elapsed = time.monotonic() - started
 
     disturbed = overhead["foreign_cores_max"] > training_overhead.FOREIGN_WARNING_CORES
@@ -104,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(["sweep makespan vs the same trials one after another",
                  f"{sweep_result['makespan']:.1f} s vs {sweep_result['sequential']:.1f} s "
                  f"({sweep_result['speedup']:.2f}x)", "-", "figure"])
+    plain_ide = common.median(workspace_result["plain"])
+    for label, key in (("workspace: apply -> Jupyter answers via the gateway", "create"),
+                       ("workspace: idle-suspended -> first request answered", "wake")):
+        value = common.median(workspace_result[key])
+        rows.append([label, f"{value:.2f} s ({value / plain_ide:.2f}x Jupyter by hand, {plain_ide:.2f} s)", "-",
+                     "figure"])
     print("\n== summary")
     print(common.table(["benchmark", "measured", "target", "verdict"], rows, align="llll"))
     print(f"\nnoise: run-to-run spread of tokens/s (max-min)/median: plain {overhead['plain_spread']:.1%}, "
