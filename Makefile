@@ -15,11 +15,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 # VS Code Workspaces run code-server, a Node.js program (npm), with the Node.js 24 it needs (npm's `node`
 # package): into .venv so `make clean` removes it. Best effort: without npm the VS Code test is skipped, saying so.
+# Two steps: code-server's postinstall (which installs VS Code's own modules) must run under Node.js 24, so that
+# one is installed first and put on PATH.
 CODE_SERVER := $(VENV)/code-server/node_modules/.bin/code-server
 $(CODE_SERVER):
 	-@command -v npm >/dev/null && mkdir -p $(VENV)/code-server && cd $(VENV)/code-server \
 	  && (test -f package.json || npm init -y >/dev/null) \
-	  && npm install --no-audit --no-fund --loglevel=error node@24 code-server@4 >/dev/null \
+	  && npm install --no-audit --no-fund --loglevel=error node@24 >/dev/null \
+	  && PATH="$$PWD/node_modules/.bin:$$PATH" npm install --no-audit --no-fund --loglevel=error \
+	     code-server@4 >/dev/null \
 	  || echo "note: code-server not installed (no npm?); VS Code workspace tests will be skipped"
 
 install: $(STAMP)
