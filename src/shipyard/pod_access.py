@@ -11,9 +11,8 @@ from typing import Any
 
 from shipyard.compiler.common import KIND_LABEL, NAME_LABEL
 from shipyard.compiler.workspace import TOKEN_SECRET_KEY, token_secret_name
-from shipyard.controllers.workspace.controller import secret_value
 from shipyard.resources import Resource
-from shipyard.runtime.pods import is_ready, pod_address
+from shipyard.runtime.pods import is_ready, pod_address, secret_value
 from shipyard.runtime.protocol import Runtime
 from shipyard.store import NotFound
 

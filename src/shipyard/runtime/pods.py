@@ -1,4 +1,5 @@
-"""Reading pods in Kubernetes wire form: are they ready, and where do they serve a named port.
+"""Reading pods (and Secrets) in Kubernetes wire form: are they ready, where do they serve a named port, what
+does a Secret hold.
 
 Protocol-level, like protocol.py: controllers and the gateway's wiring may import it, because it knows only
 the wire form, never a runtime. On a cluster a pod listens on podIP:containerPort. The local runtime puts
@@ -8,6 +9,7 @@ every pod on 127.0.0.1 and gives each declared containerPort a free host port, r
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 HTTP_PORT_NAME = "http"
@@ -42,3 +44,11 @@ def pod_address(pod: dict[str, Any], port: int | str = HTTP_PORT_NAME) -> tuple[
         return None
     host_port = status.get("hostPorts", {}).get(str(number))
     return ip, int(host_port) if host_port else number
+
+
+def secret_value(secret: dict[str, Any], key: str) -> str | None:
+    """A key of a Secret as the API server returns it (base64 `data`) or as written (`stringData`)."""
+    if key in (secret.get("stringData") or {}):
+        return str(secret["stringData"][key])
+    raw = (secret.get("data") or {}).get(key)
+    return base64.b64decode(raw).decode() if raw else None

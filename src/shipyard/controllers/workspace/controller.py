@@ -12,7 +12,6 @@ Endpoint does; one suspended by hand (`spec.suspend`) stays down until the user 
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ from shipyard.compiler import compile_resource
 from shipyard.compiler.common import KIND_LABEL, NAME_LABEL, object_meta
 from shipyard.compiler.workspace import TOKEN_SECRET_KEY, base_path, token_secret_name
 from shipyard.resources import Condition, Workspace, set_condition
-from shipyard.runtime.pods import is_ready, pod_address
+from shipyard.runtime.pods import is_ready, pod_address, secret_value
 from shipyard.runtime.protocol import Runtime
 from shipyard.store.protocol import Store
 from shipyard.tokens import new_admin_token
@@ -195,10 +194,3 @@ class WorkspaceController:
         if status.to_wire() != ws.status.to_wire():
             self._store.update_status(ws.model_copy(update={"status": status}))
 
-
-def secret_value(secret: dict[str, Any], key: str) -> str | None:
-    """A key of a Secret as the API server returns it (base64 `data`) or as written (`stringData`)."""
-    if key in (secret.get("stringData") or {}):
-        return str(secret["stringData"][key])
-    raw = (secret.get("data") or {}).get(key)
-    return base64.b64decode(raw).decode() if raw else None

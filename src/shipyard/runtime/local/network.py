@@ -27,11 +27,12 @@ numbers in args are left alone: `--max-tokens 8000` must stay 8000.
 
 from __future__ import annotations
 
-import base64
 import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..pods import secret_value
 
 LOOPBACK = "127.0.0.1"
 _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
@@ -100,18 +101,6 @@ def expand(value: str, env: dict[str, str]) -> str:
     return _VAR_REF.sub(repl, value)
 
 
-def secret_value(secrets: dict[str, dict[str, Any]], name: str, key: str) -> str | None:
-    """A key of a Secret as Kubernetes stores it (base64 `data`) or as written (`stringData`)."""
-    secret = secrets.get(name)
-    if secret is None:
-        return None
-    if key in secret.get("stringData", {}):
-        return str(secret["stringData"][key])
-    if key in secret.get("data", {}):
-        return base64.b64decode(secret["data"][key]).decode()
-    return None
-
-
 def resolve_env(pod: dict[str, Any], container: dict[str, Any], me: PodAddress,
                 peers: list[PodAddress], service_names: set[str],
                 secrets: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
@@ -123,7 +112,8 @@ def resolve_env(pod: dict[str, Any], container: dict[str, Any], me: PodAddress,
             source = item["valueFrom"]
             if "secretKeyRef" in source:
                 ref = source["secretKeyRef"]
-                value = secret_value(secrets or {}, ref["name"], ref["key"])
+                secret = (secrets or {}).get(ref["name"])
+                value = secret_value(secret, ref["key"]) if secret is not None else None
                 if value is None:
                     # As the kubelet does (CreateContainerConfigError): do not start without it; retried.
                     raise ValueError(f"env {item['name']}: secret {ref['name']!r} has no key {ref['key']!r} (yet)")
