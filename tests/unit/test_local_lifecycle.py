@@ -81,6 +81,14 @@ def test_args_expand_env_and_port_flags_naming_a_container_port():
         "$(UNKNOWN)", "$(PORT)"]
 
 
+def test_servers_told_to_listen_everywhere_listen_on_loopback_only():
+    argv = ["serve", "--host", "0.0.0.0", "--ServerApp.ip=0.0.0.0", "--bind-addr=0.0.0.0:$(PORT)", "10.0.0.0",
+            "--note=0.0.0.0.0"]
+    assert resolve_argv(argv, {"PORT": "41000"}, {}) == [
+        "serve", "--host", "127.0.0.1", "--ServerApp.ip=127.0.0.1", "--bind-addr=127.0.0.1:41000", "10.0.0.0",
+        "--note=0.0.0.0.0"]
+
+
 def test_pod_address_reads_host_ports_locally_and_container_ports_on_a_cluster():
     pod, _ = _serving_pod()
     assert pod_address(pod) == ("127.0.0.1", 41000)

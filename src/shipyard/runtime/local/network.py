@@ -22,7 +22,8 @@ The rules, applied to env values after `$(VAR)` and fieldRef expansion (document
 Command and args (resolve_argv): `$(VAR)` is expanded with that env, as Kubernetes expands it, so
 `--port=$(PORT)` carries the host port; and the value of a flag whose name ends in `port` (`--port 8000`,
 `--port=8000`, `--server.port 8501`) that is one of the pod's own containerPorts becomes its host port. Other
-numbers in args are left alone: `--max-tokens 8000` must stay 8000.
+numbers in args are left alone: `--max-tokens 8000` must stay 8000. The any-address `0.0.0.0` (`--host 0.0.0.0`,
+`--ServerApp.ip=0.0.0.0`, `--bind-addr=0.0.0.0:8888`) becomes 127.0.0.1: servers listen on loopback only.
 """
 
 from __future__ import annotations
@@ -167,9 +168,22 @@ def rewrite_service_urls(value: str, urls: dict[str, str]) -> str:
     return value
 
 
+_ANY_ADDRESS = re.compile(r"^(--?[\w.-]+=)?0\.0\.0\.0(:\d+)?$")
+
+
+def _loopback(arg: str) -> str:
+    """`0.0.0.0` (alone, `--flag=0.0.0.0`, or with a port) as 127.0.0.1: in a pod, "every interface" is the
+    pod's own network; here it would be the machine's, letting anyone on the network reach a replica (or an
+    IDE) without the gateway. Every pod is reached on 127.0.0.1 anyway."""
+    match = _ANY_ADDRESS.match(arg)
+    if match is None:
+        return arg
+    return f"{match.group(1) or ''}{LOOPBACK}{match.group(2) or ''}"
+
+
 def resolve_argv(argv: list[str], env: dict[str, str], host_ports: dict[int, int]) -> list[str]:
     """Command and args as the process will see them (see the module docstring)."""
-    out = [expand(arg, env) for arg in argv]
+    out = [_loopback(expand(arg, env)) for arg in argv]
     for i, arg in enumerate(out):
         match = _PORT_FLAG.match(arg)
         if not match:
