@@ -2,8 +2,8 @@
 behaviour the operator relies on that the emulator leaves out.
 
 kmock's KubernetesEmulator keeps objects in memory and applies every write as a plain merge. Added here, each
-as a real API server does it: server-side apply creates an absent object; uid, creationTimestamp, generation
-and a global resourceVersion are assigned; a write that names a stale resourceVersion is a 409 Conflict;
+as a real API server does it: server-side apply creates an absent object; uid, creationTimestamp, generation,
+managedFields (without field sets) and a global resourceVersion are assigned; a write that names a stale resourceVersion is a 409 Conflict;
 label selectors filter lists and watches. Every request is recorded for assertions. It runs on its own event
 loop thread, so tests and the operator (whose client is synchronous) talk to it only over HTTP.
 """
@@ -80,6 +80,12 @@ class ApiServerEmulator(KubernetesEmulator):
         creating = request.action == action.CREATE
         if request.action == action.UPDATE and current is None and content_type.startswith(APPLY_CONTENT_TYPE):
             creating = True
+        # Every write is recorded in managedFields, as the real server does (without the field sets): clients
+        # must cope with it in what they read back.
+        meta["managedFields"] = [{"manager": request.params.get("fieldManager", "unknown"),
+                                  "operation": "Apply" if content_type.startswith(APPLY_CONTENT_TYPE) else "Update",
+                                  "apiVersion": request.data.get("apiVersion", ""), "fieldsType": "FieldsV1",
+                                  "time": now}]
         if creating:
             meta.update(uid=str(uuid.uuid4()), creationTimestamp=now, resourceVersion=str(next(self._versions)),
                         generation=1)

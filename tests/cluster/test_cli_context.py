@@ -82,3 +82,22 @@ def test_a_wrong_token_in_the_secret_is_refused(cluster_api, kubeconfig, kubectl
                         {"data": {"token": base64.b64encode(b"sy_wrong").decode()}})
     assert shipyard(kubeconfig, "get", "trainingjobs") == 1
     assert "401" in capsys.readouterr().err
+
+
+def test_watching_through_the_api_sees_shipyard_objects_not_raw_custom_resources(cluster_api, kubectl):
+    import time
+
+    from shipyard.resources import TrainingJob
+
+    before = cluster_api.store.current_version()
+    kubectl.create({"apiVersion": "shipyard.dev/v1alpha1", "kind": "TrainingJob",
+                    "metadata": {"name": "watched", "namespace": "default"},
+                    "spec": {"replicas": 1, "command": ["python", "train.py"]}})
+    deadline = time.monotonic() + 20
+    events = []
+    while time.monotonic() < deadline and not events:
+        events = [e for e in cluster_api.store.watch(before, timeout=1.0) if e.object["metadata"]["name"] == "watched"]
+    assert events, "no watch event for the new custom resource"
+    for event in events:
+        assert "managedFields" not in event.object["metadata"]
+        TrainingJob.model_validate(event.object)  # what an API client parses

@@ -56,6 +56,7 @@ def test_an_app_is_deployed_routed_and_woken_from_zero_by_a_held_request(apiserv
                         "spec": {"command": ["python", "-m", "http.server"], "port": pod_server.port, "public": True,
                                  "replicas": {"min": 0, "max": 2}, "scaleToZero": {"idleSeconds": 2}}})
         deployment = wait_for(lambda: kubectl.get("Deployment", NS, "web"), what="the Deployment")
+        wait_for(lambda: kubectl.get("NetworkPolicy", NS, "web"), what="the NetworkPolicy, applied after it")
         for plural in ("deployments", "services", "networkpolicies"):
             assert any(r.is_apply and f"/{plural}/web" in r.path for r in apiserver.requests), plural
         assert deployment["metadata"]["ownerReferences"][0]["kind"] == "App"

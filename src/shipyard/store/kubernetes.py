@@ -184,10 +184,20 @@ class KubernetesStore:
         for type_, obj in self._api.watch(kind, namespace, None, self._stop):
             if type_ not in ("ADDED", "MODIFIED", "DELETED"):
                 continue
+            try:
+                # Shipyard's wire form (no managedFields and the like): what API watchers parse.
+                wire, valid = _to_resource(obj).to_wire(), True
+            except ValidationError:
+                # Still worth a reconcile (which reports what is wrong on the object), but not an object to
+                # show API watchers, as list() does not show it either.
+                wire, valid = {"apiVersion": obj.get("apiVersion"), "kind": obj["kind"],
+                               "metadata": {k: v for k, v in obj["metadata"].items()
+                                            if k in ("name", "namespace", "ownerReferences")}}, False
             with self._lock:
                 self._version += 1
-                event = WatchEvent(type_, self._version, obj)  # type: ignore[arg-type]
-                self._history.append(event)
+                event = WatchEvent(type_, self._version, wire)  # type: ignore[arg-type]
+                if valid:
+                    self._history.append(event)
                 self._lock.notify_all()
             for callback in self._subscribers:
                 try:
