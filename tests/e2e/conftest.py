@@ -35,6 +35,17 @@ class Shipyard:
     def up(self):
         return self.run("up", "--detach", "--port", "0", "--gateway-port", "0", timeout=90)
 
+    def down_and_check(self):
+        """`shipyard down`, then fail (after killing them) if any process it started is still running."""
+        self.run("down", check=False, timeout=180)
+        leftovers = self.processes()
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert not leftovers, f"processes left running after `shipyard down`: {leftovers}"
+
     def daemon_pid(self) -> int:
         return json.loads((self.home / "daemon.json").read_text())["pid"]
 
@@ -65,14 +76,7 @@ def shipyard(tmp_path):
     instance = Shipyard(tmp_path / "home")
     instance.up()
     yield instance
-    instance.run("down", check=False, timeout=180)
-    leftovers = instance.processes()
-    for pid in leftovers:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert not leftovers, f"processes left running after `shipyard down`: {leftovers}"
+    instance.down_and_check()
 
 
 def phase(instance, name):

@@ -35,15 +35,7 @@ def platform(tmp_path_factory):
     try:
         yield instance
     finally:
-        instance.run("down", check=False, timeout=180)
-        leftovers = instance.processes()
-        for pid in leftovers:
-            try:
-                import os
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        assert not leftovers, f"processes left running after `shipyard down`: {leftovers}"
+        instance.down_and_check()
 
 
 def endpoint(name: str, model: str = "v1", **spec) -> str:

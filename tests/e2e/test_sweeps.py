@@ -8,8 +8,6 @@ One daemon (with tracking) serves the module: its MLflow server takes ~8 s to st
 from __future__ import annotations
 
 import json
-import os
-import signal
 import textwrap
 
 import httpx
@@ -32,14 +30,7 @@ def platform(tmp_path_factory):
     try:
         yield instance
     finally:
-        instance.run("down", check=False, timeout=180)
-        leftovers = instance.processes()
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        assert not leftovers, f"processes left running after `shipyard down`: {leftovers}"
+        instance.down_and_check()
 
 
 def apply(platform: Shipyard, obj: dict) -> None:

@@ -167,8 +167,4 @@ def test_vscode_workspace_runs_code_server_behind_its_password(tmp_path):
             editor = client.get(base, follow_redirects=True)
             assert editor.status_code == 200 and "vscode" in editor.text.lower()
     finally:
-        shipyard.run("down", check=False, timeout=180)
-        leftovers = shipyard.processes()
-        for pid in leftovers:
-            os.kill(pid, signal.SIGKILL)
-        assert not leftovers, f"processes left running after `shipyard down`: {leftovers}"
+        shipyard.down_and_check()
