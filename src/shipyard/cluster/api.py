@@ -13,6 +13,7 @@ never see a lightkube type, and an error is one of three exceptions with the HTT
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ NATIVE_TYPES = {t.kind: t for t in [
     ResourceType("v1", "ConfigMap", "configmaps"),
     ResourceType("v1", "Event", "events"),
     ResourceType("v1", "Namespace", "namespaces", namespaced=False),
+    ResourceType("v1", "Node", "nodes", namespaced=False),
+    ResourceType("v1", "PersistentVolume", "persistentvolumes", namespaced=False),
     ResourceType("batch/v1", "Job", "jobs"),
     ResourceType("apps/v1", "Deployment", "deployments"),
     ResourceType("apps/v1", "StatefulSet", "statefulsets"),
@@ -214,24 +217,34 @@ class KubeApi:
             raise _error(exc) from None
 
     def merge_patch(self, kind: str, namespace: str | None, name: str, patch: dict[str, Any],
-                    status: bool = False) -> dict[str, Any]:
+                    status: bool = False, strategic: bool = False) -> dict[str, Any]:
         """A JSON merge patch (RFC 7386), of the status subresource with `status`. A `metadata.resourceVersion`
-        in the patch makes it conditional: KubeConflict if the object changed since."""
+        in the patch makes it conditional: KubeConflict if the object changed since. `strategic`: a strategic
+        merge patch instead (built-in kinds only), whose lists of conditions and container statuses merge by
+        their keys, so a writer of some conditions (the kubelet) keeps those others wrote (DisruptionTarget)."""
         t = self.resource_type(kind)
         cls = self._cls(kind)
         try:
-            return _plain(self._client.patch(cls.Status if status else cls, name, patch, patch_type=PatchType.MERGE,
+            return _plain(self._client.patch(cls.Status if status else cls, name, patch,
+                                             patch_type=PatchType.STRATEGIC if strategic else PatchType.MERGE,
                                              **self._ns(t, namespace)))
         except httpx.HTTPError as exc:
             raise _error(exc) from None
 
-    def delete(self, kind: str, namespace: str | None, name: str, foreground: bool = False) -> bool:
+    def delete(self, kind: str, namespace: str | None, name: str, foreground: bool = False,
+               grace_period_seconds: int | None = None, uid: str | None = None) -> bool:
         """Begin deletion; False if it was already gone. `foreground` keeps the object visible until the
-        objects it owns are gone (a Job until its pods have stopped)."""
+        objects it owns are gone (a Job until its pods have stopped). `grace_period_seconds=0` removes a pod at
+        once (how the kubelet finishes a graceful deletion once its containers stopped). `uid` is a
+        precondition: KubeConflict if the object of that name is another one now (deleted and recreated)."""
         t = self.resource_type(kind)
+        cascade = CascadeType.FOREGROUND if foreground else None
         try:
-            self._client.delete(self._cls(kind), name, **self._ns(t, namespace),
-                                **({"cascade": CascadeType.FOREGROUND} if foreground else {}))
+            if uid is None:
+                self._client.delete(self._cls(kind), name, **self._ns(t, namespace), grace_period=grace_period_seconds,
+                                    **({"cascade": cascade} if cascade else {}))
+            else:
+                self._delete_with_options(kind, namespace, name, cascade, grace_period_seconds, uid)
             return True
         except httpx.HTTPError as exc:
             error = _error(exc)
@@ -239,13 +252,31 @@ class KubeApi:
                 return False
             raise error from None
 
+    def _delete_with_options(self, kind: str, namespace: str | None, name: str, cascade: CascadeType | None,
+                             grace_period_seconds: int | None, uid: str) -> None:
+        # lightkube's delete() sends no body, and preconditions live only in the DeleteOptions body: build its
+        # request and add one (lightkube's generic client sends a request's data as its JSON body). With a body
+        # the API server reads every option from it and ignores the query, so they all go in the body.
+        t = self.resource_type(kind)
+        generic = self._client._client
+        request = generic.prepare_request("delete", self._cls(kind), name=name,
+                                          namespace=namespace if t.namespaced else None)
+        options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
+        if cascade is not None:
+            options["propagationPolicy"] = cascade.value
+        request = dataclasses.replace(request, data=options)
+        generic.handle_response("delete", generic.send(generic.build_adapter_request(request)), request)
+
     # --- streams -------------------------------------------------------------------------------------
 
     def watch(self, kind: str, namespace: str | None, labels: dict[str, str] | None,
-              stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+              stop: threading.Event, fields: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """(type, object) events until `stop` is set; reconnects after errors. Every (re)connection starts
         with the current objects as ADDED events, so a consumer that treats events as "look again" (a
-        level-triggered controller) misses nothing across reconnects."""
+        level-triggered controller) misses nothing across reconnects. `fields`: a field selector
+        (`{"spec.nodeName": "node-a"}`: the pods bound to a node)."""
         t = self.resource_type(kind)
         client = self._new_client(timeout=None)
         with self._lock:
@@ -254,8 +285,8 @@ class KubeApi:
         try:
             while not stop.is_set():
                 try:
-                    for type_, obj in client.watch(self._cls(kind), labels=labels or None, server_timeout=60,
-                                                   **scope):
+                    for type_, obj in client.watch(self._cls(kind), labels=labels or None, fields=fields or None,
+                                                   server_timeout=60, **scope):
                         if stop.is_set():
                             return
                         yield type_, _plain(obj)

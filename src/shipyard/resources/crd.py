@@ -10,10 +10,12 @@ Kubernetes accepts only *structural* OpenAPI v3 schemas: every node typed, no `$
 so `_convert` rewrites it node by node and refuses keywords it does not know rather than passing them through
 (a new kind of field then fails generation instead of producing a CRD the API server rejects).
 
-The CRD checks what a schema can say about one field: types, enums, bounds, lengths, patterns. Everything
-that relates several fields (`replicas.min <= max`, `engine: custom` needs `command`, a Sweep's placeholders
-naming its parameters, unique volume names...) stays in the pydantic validators, which Shipyard runs on every
-write; the CRD is a first line of defence, never the only one. Where a field cannot be expressed exactly, the
+The CRD checks what a schema can say about one field: types, enums, bounds, lengths, patterns; and, as CEL
+rules (`x-kubernetes-validations`, `_RULES`), the simple cross-field rules a user most often gets wrong
+(`replicas.min <= max`, `min: 0` needs `scaleToZero`, `engine: custom` and `command` go together, the drain
+fits in the grace period), so `kubectl apply` refuses them at once with the same words Shipyard would use.
+The rest (a Sweep's placeholders naming its parameters, unique volume names...) stays in the pydantic
+validators, which Shipyard runs on every write; the CRD is a first line of defence, never the only one. Where a field cannot be expressed exactly, the
 CRD accepts a superset of what Shipyard accepts, never less, except for quantities written as fractional
 numbers (see `_QUANTITY`).
 
@@ -51,6 +53,32 @@ _OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "Volume": {"size": {"pattern": _QUANTITY_PATTERN}},
     # Seconds, or a duration ("30m"): parse_duration turns the string into seconds before the model checks it.
     "WorkspaceSpec": {"idleTimeout": {INT_OR_STRING: True, "pattern": r"^(\d+|(\d+h)?(\d+m)?(\d+s)?)$"}},
+}
+# Cross-field rules the API server checks with CEL, keyed by the model whose node they sit on: each mirrors a
+# pydantic validator of that model (the tests hold both to the same verdicts). `has()` guards keep an absent
+# optional field from failing a rule; defaults are applied before CEL runs, so `replicas` always has both bounds.
+_SERVING_RULES = [
+    {"rule": "!has(self.replicas) || self.replicas.min > 0 || has(self.scaleToZero)",
+     "message": "replicas.min: 0 needs scaleToZero (e.g. scaleToZero: {idleSeconds: 300})",
+     "fieldPath": ".replicas.min", "reason": "FieldValueInvalid"},
+    {"rule": "!has(self.drainSeconds) || self.drainSeconds == 0 || "
+             "self.drainSeconds < (has(self.terminationGracePeriodSeconds) ? self.terminationGracePeriodSeconds : 30)",
+     "message": "drainSeconds must be less than terminationGracePeriodSeconds",
+     "fieldPath": ".drainSeconds", "reason": "FieldValueInvalid"},
+]
+_RULES: dict[str, list[dict[str, str]]] = {
+    "Replicas": [{"rule": "self.min <= self.max", "message": "min must not be greater than max",
+                  "fieldPath": ".min", "reason": "FieldValueInvalid"}],
+    "AppSpec": _SERVING_RULES,
+    "EndpointSpec": [
+        *_SERVING_RULES,
+        {"rule": "!has(self.engine) || self.engine != 'custom' || has(self.command)",
+         "message": "command: required when engine is custom", "fieldPath": ".command",
+         "reason": "FieldValueRequired"},
+        {"rule": "!has(self.command) || (has(self.engine) && self.engine == 'custom')",
+         "message": "command: only allowed when engine is custom", "fieldPath": ".command",
+         "reason": "FieldValueForbidden"},
+    ],
 }
 # Validation keywords that mean the same in JSON Schema and in a CRD's OpenAPI v3 subset.
 _CONSTRAINTS = {"format", "enum", "minimum", "maximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
@@ -199,6 +227,8 @@ def _ref(ref: str, defs: dict[str, Any], seen: tuple[str, ...]) -> dict[str, Any
         if override.get(INT_OR_STRING):
             node.pop("type", None)
         node.update(override)
+    if name in _RULES:
+        out["x-kubernetes-validations"] = _RULES[name]
     return out
 
 

@@ -12,29 +12,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from . import processes
+from .container import container_process
 from .jobs import TERMINAL
 from .lifecycle import Backoff, grace_seconds, kill_after_sigterm, prestop_seconds, should_restart
-from .network import LOOPBACK, PodAddress, _qualified, free_port, resolve_argv, resolve_env, rewrite_service_urls
+from .network import LOOPBACK, PodAddress, _qualified, free_port, resolve_env
 from .probes import Prober, Timing, readiness_check
 from .state import ObjectFiles
-from .volumes import mount_map, substitute
+from .volumes import mount_map
 
 log = logging.getLogger(__name__)
 
-LOCAL_WORKDIR_ANNOTATION = "shipyard.dev/local-workdir"
 DISRUPTED_ANNOTATION = "shipyard.dev/disrupted"
 KILL_AFTER_GRACE_SECONDS = 5.0
-# The daemon's own secrets never reach workloads.
-_SCRUBBED_ENV = ("SHIPYARD_TOKEN",)
 
 
 def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
@@ -308,22 +304,11 @@ class Kubelet:
         secrets = {o["metadata"]["name"]: o for o in self._objects.all("Secret")
                    if o["metadata"]["namespace"] == meta["namespace"]}
         env = resolve_env(pod, container, me, *self._network(pod), secrets=secrets)
-        env = {k: rewrite_service_urls(substitute(v, mounts), self._service_urls) for k, v in env.items()}
-        argv = [substitute(a, mounts) for a in resolve_argv(
-            container.get("command", []) + container.get("args", []), env, me.host_ports)]
-        if not argv:
-            raise ValueError("the local runtime needs an explicit command (there is no image entrypoint)")
-        process_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-        process_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + process_env.get("PATH", "")
-        process_env.update(env)
-        process_env.update({"HOSTNAME": pod["spec"].get("hostname") or meta["name"],
-                            "SHIPYARD_POD_NAME": meta["name"], processes.POD_UID_ENV: meta["uid"]})
-        for mount_path, path in mounts.items():
-            name = next((m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == mount_path), "")
-            process_env[f"SHIPYARD_VOLUME_{name.upper().replace('-', '_')}"] = str(path)
+        process = container_process(pod, container, env, mounts, self._service_urls, me.host_ports,
+                                    str(self._root.parent))
         if self._gpus:
-            process_env["CUDA_VISIBLE_DEVICES"] = ",".join(status.get("gpus", []))
-        child = processes.launch(pod_dir, argv, process_env, self._working_dir(pod, container, mounts),
+            process.env["CUDA_VISIBLE_DEVICES"] = ",".join(status.get("gpus", []))
+        child = processes.launch(pod_dir, process.argv, process.env, process.cwd,
                                  self.log_path(meta["namespace"], meta["name"]), kill_after_sigterm(pod))
         self._children[child.pid] = child
         previous = _container_status(pod) if restart else {}
@@ -337,18 +322,6 @@ class Kubelet:
         self._set_ready(pod, not container.get("readinessProbe"))
         if not container.get("readinessProbe"):
             _container_status(pod)["ready"] = True
-
-    def _working_dir(self, pod: dict[str, Any], container: dict[str, Any], mounts: dict[str, Path]) -> str:
-        """The image's WORKDIR has no local equivalent: use workingDir if it exists here, else the directory
-        the manifest was applied from, else SHIPYARD_HOME."""
-        if container.get("workingDir"):
-            candidate = substitute(container["workingDir"], mounts)
-            if os.path.isdir(candidate):
-                return candidate
-        applied_from = pod["metadata"].get("annotations", {}).get(LOCAL_WORKDIR_ANNOTATION)
-        if applied_from and os.path.isdir(applied_from):
-            return applied_from
-        return str(self._root.parent)
 
 
 def _address(pod: dict[str, Any]) -> PodAddress:

@@ -47,6 +47,11 @@ def should_restart(pod: dict[str, Any], exit_code: int) -> bool:
 
 
 def grace_seconds(pod: dict[str, Any]) -> float:
+    # A deletion may shorten the grace period (`kubectl delete --grace-period=N`, an eviction): the API server
+    # records it in metadata.deletionGracePeriodSeconds, which then wins over the spec's.
+    override = pod["metadata"].get("deletionGracePeriodSeconds") if "metadata" in pod else None
+    if override is not None:
+        return float(override)
     return float(pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
 
 

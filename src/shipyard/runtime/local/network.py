@@ -24,6 +24,12 @@ Command and args (resolve_argv): `$(VAR)` is expanded with that env, as Kubernet
 `--port=8000`, `--server.port 8501`) that is one of the pod's own containerPorts becomes its host port. Other
 numbers in args are left alone: `--max-tokens 8000` must stay 8000. The any-address `0.0.0.0` (`--host 0.0.0.0`,
 `--ServerApp.ip=0.0.0.0`, `--bind-addr=0.0.0.0:8888`) becomes 127.0.0.1: servers listen on loopback only.
+
+The same rules serve the cluster node agent (shipyard.cluster.nodeagent), where each pod has an address of its
+own (PodAddress.ip, from the node's pod network) and keeps its containerPorts: it passes an identity
+containerPort map, its pod's IP, the real node name and host IP, and no Service names (nothing routes a
+ClusterIP there), so names of pods under headless Services resolve to those pods' IPs and `0.0.0.0` becomes
+the pod's IP.
 """
 
 from __future__ import annotations
@@ -44,12 +50,14 @@ _PORT_FLAG = re.compile(r"^(--?(?:[\w.-]*[-._])?port)(=(\d+))?$", re.IGNORECASE)
 
 @dataclass
 class PodAddress:
-    """What the network knows about one pod: its DNS identity and its containerPort → host port map."""
+    """What the network knows about one pod: its DNS identity, its containerPort → host port map, and the
+    address its name resolves to (None: the pod has no IP yet, so a name of it cannot be resolved yet)."""
 
     namespace: str
     hostname: str
     subdomain: str | None
     host_ports: dict[int, int] = field(default_factory=dict)
+    ip: str | None = LOOPBACK
 
     def names(self) -> set[str]:
         if not self.subdomain:
@@ -73,16 +81,19 @@ def free_port(reserved: set[int]) -> int:
     raise RuntimeError("no free loopback port")
 
 
-def field_value(pod: dict[str, Any], path: str) -> str:
+def field_value(pod: dict[str, Any], path: str, node_name: str = "localhost", pod_ip: str = LOOPBACK,
+                host_ip: str = LOOPBACK) -> str:
     meta = pod["metadata"]
     simple = {
         "metadata.name": meta["name"],
         "metadata.namespace": meta["namespace"],
         "metadata.uid": meta.get("uid", ""),
-        "spec.nodeName": "localhost",
+        "spec.nodeName": node_name,
         "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
-        "status.podIP": LOOPBACK,
-        "status.hostIP": LOOPBACK,
+        "status.podIP": pod_ip,
+        "status.podIPs": pod_ip,
+        "status.hostIP": host_ip,
+        "status.hostIPs": host_ip,
     }
     if path in simple:
         return simple[path]
@@ -104,9 +115,13 @@ def expand(value: str, env: dict[str, str]) -> str:
 
 def resolve_env(pod: dict[str, Any], container: dict[str, Any], me: PodAddress,
                 peers: list[PodAddress], service_names: set[str],
-                secrets: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+                secrets: dict[str, dict[str, Any]] | None = None, node_name: str = "localhost",
+                host_ip: str = LOOPBACK, headless: set[str] | None = None) -> dict[str, str]:
     """The container's env as the process will see it, with the rules in the module docstring applied.
-    `secrets`: the namespace's Secrets by name, for `valueFrom.secretKeyRef`."""
+    `secrets`: the namespace's Secrets by name, for `valueFrom.secretKeyRef`. `me.ip` is the pod's own address
+    (status.podIP). `headless`: the namespace's headless Service names; a value naming a pod under one that
+    is not among `peers` (or has no IP yet) raises ValueError, so the caller retries once it has one, as the
+    kubelet retries a container it cannot configure yet."""
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "valueFrom" in item:
@@ -123,7 +138,7 @@ def resolve_env(pod: dict[str, Any], container: dict[str, Any], me: PodAddress,
             ref = source.get("fieldRef")
             if ref is None:
                 raise ValueError(f"env {item['name']}: only fieldRef and secretKeyRef are supported locally")
-            env[item["name"]] = field_value(pod, ref["fieldPath"])
+            env[item["name"]] = field_value(pod, ref["fieldPath"], node_name, me.ip or LOOPBACK, host_ip)
         else:
             env[item["name"]] = expand(item.get("value", ""), env)
 
@@ -138,8 +153,13 @@ def resolve_env(pod: dict[str, Any], container: dict[str, Any], me: PodAddress,
         if "." not in value and not key.endswith(_ADDRESS_SUFFIXES):
             continue
         if value in by_name:
-            named_targets[key] = by_name[value]
-            env[key] = LOOPBACK
+            target = by_name[value]
+            if not target.ip:
+                raise ValueError(f"env {key}: pod {value!r} has no IP yet")
+            named_targets[key] = target
+            env[key] = target.ip
+        elif headless and _names_headless_pod(value, pod["metadata"]["namespace"], headless):
+            raise ValueError(f"env {key}: no pod named {value!r} exists yet")
         elif value in service_names:
             named_targets[key] = None
             env[key] = LOOPBACK
@@ -160,6 +180,15 @@ def resolve_env(pod: dict[str, Any], container: dict[str, Any], me: PodAddress,
     return env
 
 
+def _names_headless_pod(value: str, namespace: str, headless: set[str]) -> bool:
+    """Whether `value` has the shape of a pod's name under one of the headless Services (HOST.SUBDOMAIN...)."""
+    host, _, rest = value.partition(".")
+    if not host or not rest:
+        return False
+    subdomain = rest.partition(".")[0]
+    return subdomain in headless and value in _qualified(f"{host}.{subdomain}", namespace)
+
+
 def rewrite_service_urls(value: str, urls: dict[str, str]) -> str:
     """Rule 5: `http://svc.ns.svc/path` → `http://127.0.0.1:PORT/path` for each registered service URL."""
     for cluster_url, local_url in urls.items():
@@ -171,19 +200,19 @@ def rewrite_service_urls(value: str, urls: dict[str, str]) -> str:
 _ANY_ADDRESS = re.compile(r"^(--?[\w.-]+=)?0\.0\.0\.0(:\d+)?$")
 
 
-def _loopback(arg: str) -> str:
-    """`0.0.0.0` (alone, `--flag=0.0.0.0`, or with a port) as 127.0.0.1: in a pod, "every interface" is the
-    pod's own network; here it would be the machine's, letting anyone on the network reach a replica (or an
-    IDE) without the gateway. Every pod is reached on 127.0.0.1 anyway."""
+def listen_address(arg: str, ip: str = LOOPBACK) -> str:
+    """`0.0.0.0` (alone, `--flag=0.0.0.0`, or with a port) as the pod's address: in a pod, "every interface"
+    is the pod's own network; here it would be the machine's, letting anyone on the network reach a replica
+    (or an IDE) without the gateway. Every pod is reached on its own address (127.0.0.1 locally) anyway."""
     match = _ANY_ADDRESS.match(arg)
     if match is None:
         return arg
-    return f"{match.group(1) or ''}{LOOPBACK}{match.group(2) or ''}"
+    return f"{match.group(1) or ''}{ip}{match.group(2) or ''}"
 
 
-def resolve_argv(argv: list[str], env: dict[str, str], host_ports: dict[int, int]) -> list[str]:
-    """Command and args as the process will see them (see the module docstring)."""
-    out = [_loopback(expand(arg, env)) for arg in argv]
+def resolve_argv(argv: list[str], env: dict[str, str], host_ports: dict[int, int], ip: str = LOOPBACK) -> list[str]:
+    """Command and args as the process will see them (see the module docstring); `ip`: the pod's address."""
+    out = [listen_address(expand(arg, env), ip) for arg in argv]
     for i, arg in enumerate(out):
         match = _PORT_FLAG.match(arg)
         if not match:

@@ -12,6 +12,7 @@ after failureThreshold consecutive failures. httpGet succeeds on a 2xx/3xx answe
 connection opens; exec succeeds on exit code 0. Local adaptation: httpGet and tcpSocket always go to
 127.0.0.1 and the pod's host port for the named or numbered containerPort (every pod shares the loopback
 address; see network.py), and an exec probe runs the command as a process with the container's environment.
+The cluster node agent passes its own `target` instead: the pod's IP and the containerPort itself.
 """
 
 from __future__ import annotations
@@ -51,12 +52,12 @@ class Timing:
 
 
 def http_get(port: int, path: str, timeout: float, scheme: str = "HTTP",
-             headers: dict[str, str] | None = None) -> bool:
+             headers: dict[str, str] | None = None, host: str = LOOPBACK) -> bool:
     if scheme.upper() == "HTTPS":
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            LOOPBACK, port, timeout=timeout, context=ssl._create_unverified_context())  # noqa: S323 - as the kubelet
+            host, port, timeout=timeout, context=ssl._create_unverified_context())  # noqa: S323 - as the kubelet
     else:
-        conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path or "/", headers={"User-Agent": "shipyard-probe", **(headers or {})})
         return 200 <= conn.getresponse().status < 400
@@ -66,9 +67,9 @@ def http_get(port: int, path: str, timeout: float, scheme: str = "HTTP",
         conn.close()
 
 
-def tcp_socket(port: int, timeout: float) -> bool:
+def tcp_socket(port: int, timeout: float, host: str = LOOPBACK) -> bool:
     try:
-        with socket.create_connection((LOOPBACK, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -82,30 +83,41 @@ def run_exec(argv: list[str], env: dict[str, str], cwd: str | None, timeout: flo
         return False
 
 
+Target = Callable[[int | str], tuple[str, int]]
+
+
+def host_port_target(pod: dict[str, Any]) -> Target:
+    """The local runtime's probe target: 127.0.0.1 and the host port the runtime gave the containerPort."""
+    host_ports = pod["status"].get("hostPorts", {})
+
+    def target(port: int | str) -> tuple[str, int]:
+        number = container_port(pod, port)
+        if number is None or str(number) not in host_ports:
+            raise ValueError(f"readiness probe port {port!r} is not a declared containerPort")
+        return LOOPBACK, int(host_ports[str(number)])
+    return target
+
+
 def readiness_check(pod: dict[str, Any], container: dict[str, Any],
-                    exec_context: Callable[[], tuple[dict[str, str], str | None]]) -> Check | None:
+                    exec_context: Callable[[], tuple[dict[str, str], str | None]],
+                    target: Target | None = None) -> Check | None:
     """A zero-argument check for the container's readinessProbe, or None if it has none. Raises ValueError for
-    a probe the local runtime cannot run (a port it does not know, an unknown handler)."""
+    a probe that cannot run (a port it does not know, an unknown handler). `target` maps the probe's port
+    (number or name) to the (host, port) to connect to; by default the local runtime's host_port_target."""
     probe = container.get("readinessProbe")
     if not probe:
         return None
     timeout = Timing.of(probe).timeout
-    host_ports = pod["status"].get("hostPorts", {})
-
-    def host_port(port: int | str) -> int:
-        number = container_port(pod, port)
-        if number is None or str(number) not in host_ports:
-            raise ValueError(f"readiness probe port {port!r} is not a declared containerPort")
-        return int(host_ports[str(number)])
+    address = target or host_port_target(pod)
 
     if "httpGet" in probe:
         action = probe["httpGet"]
-        port = host_port(action["port"])
+        host, port = address(action["port"])
         headers = {h["name"]: h["value"] for h in action.get("httpHeaders", [])}
-        return lambda: http_get(port, action.get("path", "/"), timeout, action.get("scheme", "HTTP"), headers)
+        return lambda: http_get(port, action.get("path", "/"), timeout, action.get("scheme", "HTTP"), headers, host)
     if "tcpSocket" in probe:
-        port = host_port(probe["tcpSocket"]["port"])
-        return lambda: tcp_socket(port, timeout)
+        host, port = address(probe["tcpSocket"]["port"])
+        return lambda: tcp_socket(port, timeout, host)
     if "exec" in probe:
         argv = list(probe["exec"]["command"])
 

@@ -23,10 +23,11 @@ from typing import Any, Callable, Iterator
 
 from ..protocol import NativeObject, OwnerKey, PodMetrics
 from .capacity import Allocation, Capacity, Request, explain
+from .container import LOCAL_WORKDIR_ANNOTATION
 from .deployments import NAME_ALPHABET, TEMPLATE_HASH, sync_deployment
 from .hpa import HpaMemory, sync_hpa
 from .jobs import COMPLETION_INDEX, TERMINAL, job_finished, sync_job
-from .kubelet import DISRUPTED_ANNOTATION, LOCAL_WORKDIR_ANNOTATION, Kubelet
+from .kubelet import DISRUPTED_ANNOTATION, Kubelet
 from .lifecycle import Backoff
 from .state import ObjectFiles
 from .statefulsets import POD_NAME_LABEL, REVISION_LABEL, sync_statefulset

@@ -5,28 +5,40 @@ wherever a container's command, args, env values or workingDir mention a volume'
 (`/ckpt` or `/ckpt/run1`, also inside `--dir=/ckpt/x`), the runtime writes the volume's directory in its
 place, and exports SHIPYARD_VOLUME_<NAME> too. A path a program builds from a constant inside its own code
 is not seen: pass volume paths by flag or env, which is the contract (docs/contracts.md).
+
+The cluster node agent substitutes the same way, but finds a claim's directory through its bound
+PersistentVolume and writes configMap/secret volumes as files: it hands mount_map a `source` that places
+those volumes, and leaves emptyDir to the default here.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+# A volume → its local directory, or None to use the local runtime's own rule for it.
+VolumeSource = Callable[[dict[str, Any]], "Path | None"]
 
 
 def claim_dir(root: Path, namespace: str, claim: str) -> Path:
     return root / namespace / claim
 
 
-def mount_map(pod: dict[str, Any], container: dict[str, Any], volumes_root: Path, pod_dir: Path) -> dict[str, Path]:
-    """mountPath → local directory for every mount the local runtime substitutes."""
+def mount_map(pod: dict[str, Any], container: dict[str, Any], volumes_root: Path, pod_dir: Path,
+              source: VolumeSource | None = None) -> dict[str, Path]:
+    """mountPath → local directory for every mount the local runtime substitutes; `source` places volumes
+    first (see the module docstring)."""
     sources = {v["name"]: v for v in pod["spec"].get("volumes", [])}
     out: dict[str, Path] = {}
     for mount in container.get("volumeMounts", []):
         volume = sources.get(mount["name"])
         if volume is None:
             continue
-        if "persistentVolumeClaim" in volume:
+        placed = source(volume) if source is not None else None
+        if placed is not None:
+            path = placed
+        elif "persistentVolumeClaim" in volume:
             path = claim_dir(volumes_root, pod["metadata"]["namespace"], volume["persistentVolumeClaim"]["claimName"])
         elif "emptyDir" in volume:
             if mount["mountPath"] == "/dev/shm":
