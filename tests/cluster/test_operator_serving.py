@@ -1,87 +1,18 @@
-"""Serving and sweeps under the operator, against the Kubernetes API mock server.
+"""Sweeps and Workspaces under the operator, against the Kubernetes API mock server.
 
-The test plays Kubernetes' ReplicaSet controller and kubelet for an App: when the Deployment asks for a replica,
-a ready pod appears whose address (127.0.0.1, the App's port) is a real HTTP server in this process. So a
-request through the operator's gateway really travels: held while the App is scaled to zero, released when
-the operator has woken the Deployment and the pod is ready.
+What the operator asks of the API for Sweeps and Workspaces. Serving end to end (a request held at the gateway
+while the operator wakes a Deployment that the real Deployment controller and Shipyard's node agent then run) is
+tested on a real control plane: tests/k8s/test_serving.py.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
-import httpx
 import pytest
-
-from shipyard.cluster.api import KubeApi
-from shipyard.gateway import GatewayServer, create_gateway_app
-from shipyard.gateway_wiring import StoreKeys
-from tests.gateway.upstreams import EchoUpstream
 
 from .conftest import wait_for
 
 NS = "default"
 pytestmark = pytest.mark.timeout(120)
-
-
-def ready_pod(kubectl: KubeApi, deployment: dict[str, Any], name: str) -> None:
-    template = deployment["spec"]["template"]
-    kubectl.create({"apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": name, "namespace": NS, "labels": template["metadata"]["labels"]},
-                    "spec": template["spec"],
-                    "status": {"phase": "Running", "podIP": "127.0.0.1",
-                               "conditions": [{"type": "Ready", "status": "True"}]}})
-
-
-@pytest.fixture
-def pod_server():
-    """The App's container: a real HTTP server on 127.0.0.1 that the pod's address points at."""
-    app = EchoUpstream("replica")
-    server = GatewayServer(app, "127.0.0.1", 0)
-    server.start()
-    yield server
-    app.gate.set()
-    server.stop()
-
-
-def test_an_app_is_deployed_routed_and_woken_from_zero_by_a_held_request(apiserver, kubectl, operators, pod_server):
-    operator = operators()
-    gateway = GatewayServer(create_gateway_app(operator.routes, StoreKeys(operator.store.api_keys), operator.activate),
-                            "127.0.0.1", 0)
-    gateway.start()
-    try:
-        kubectl.create({"apiVersion": "shipyard.dev/v1alpha1", "kind": "App",
-                        "metadata": {"name": "web", "namespace": NS},
-                        "spec": {"command": ["python", "-m", "http.server"], "port": pod_server.port, "public": True,
-                                 "replicas": {"min": 0, "max": 2}, "scaleToZero": {"idleSeconds": 2}}})
-        deployment = wait_for(lambda: kubectl.get("Deployment", NS, "web"), what="the Deployment")
-        wait_for(lambda: kubectl.get("NetworkPolicy", NS, "web"), what="the NetworkPolicy, applied after it")
-        for plural in ("deployments", "services", "networkpolicies"):
-            assert any(r.is_apply and f"/{plural}/web" in r.path for r in apiserver.requests), plural
-        assert deployment["metadata"]["ownerReferences"][0]["kind"] == "App"
-
-        # Nobody calls it: after idleSeconds the operator scales it to zero, and the pod goes away.
-        wait_for(lambda: kubectl.get("Deployment", NS, "web")["spec"]["replicas"] == 0, what="scale to zero")
-        wait_for(lambda: kubectl.get("App", NS, "web")["status"]["phase"] == "Idle", what="phase Idle on the CR")
-
-        answers: list[httpx.Response] = []
-        caller = threading.Thread(target=lambda: answers.append(
-            httpx.get(f"{gateway.url}/default/web/hello", timeout=30)))
-        caller.start()
-        # The held request wakes the App: the operator asks for a replica again; the "ReplicaSet" starts one.
-        woken = wait_for(lambda: (d := kubectl.get("Deployment", NS, "web")) and d["spec"]["replicas"] == 1 and d,
-                         what="the Deployment to be scaled up by the held request")
-        assert not answers  # still held: no replica is ready yet
-        ready_pod(kubectl, woken, "web-abc12")
-        caller.join(timeout=30)
-        assert answers and answers[0].status_code == 200
-        assert answers[0].json()["path"] == "/hello"  # the gateway strips /PROJECT/NAME
-        status = wait_for(lambda: (a := kubectl.get("App", NS, "web")) and a["status"].get("readyReplicas") == 1
-                          and a["status"], what="status from the ready pod")
-        assert status["phase"] == "Ready" and status["url"].endswith("/default/web/")
-    finally:
-        gateway.stop()
 
 
 def test_a_sweep_cr_creates_its_trials_as_trainingjob_crs_owned_by_it(apiserver, kubectl, operators):

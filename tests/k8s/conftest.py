@@ -296,6 +296,20 @@ def operator(operator_identity, node_agent, tmp_path_factory) -> Iterator[Operat
         pool.stop_all()
 
 
+@pytest.fixture(scope="session")
+def kueue(control_plane):
+    """Kueue on the session's control plane (tests/k8s/kueue.py), started by the first test that needs it. Only
+    Jobs labelled with a queue are Kueue's (manageJobsWithoutQueueName: false); its webhooks are removed on stop."""
+    from .kueue import KueueUnsupported, start_kueue
+
+    try:
+        handle = start_kueue(control_plane)
+    except KueueUnsupported as exc:
+        pytest.skip(str(exc))
+    yield handle
+    handle.stop()
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -43,7 +43,8 @@ def test_deleting_a_trainingjob_runs_its_finalizer_and_the_garbage_collector_rem
     job = admin.get("Job", namespace, "gc")
     assert job["metadata"]["ownerReferences"][0]["uid"] == cr["metadata"]["uid"]
     uids = [p["metadata"]["uid"] for p in gang]
-    assert all(processes.pod_processes(uid) for uid in uids)
+    # Running is reported once the pod's shim is launched; the workload under it follows a moment later.
+    wait_for(lambda: all(processes.pod_processes(uid) for uid in uids), timeout=30, what="the pods' processes")
 
     admin.delete("TrainingJob", namespace, "gc")
     wait_for(lambda: admin.get("TrainingJob", namespace, "gc") is None, timeout=90,

@@ -35,7 +35,7 @@ def endpoint(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
 
 
 def ready_pods(admin, namespace: str, name: str) -> list[dict[str, Any]]:
-    return [p for p in admin.list("Pod", namespace, {"shipyard.dev/kind": "endpoint", "shipyard.dev/name": name})
+    return [p for p in admin.list("Pod", namespace, {"shipyard.dev/name": name})
             if not p["metadata"].get("deletionTimestamp")
             and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
 
@@ -120,3 +120,25 @@ def check_handover_and_rollout(admin, namespace: str, first: dict[str, Any]) -> 
     live = admin.get("Deployment", namespace, "tiny")
     assert live["metadata"]["generation"] == generation + 1  # one new template, no back-and-forth
     assert live["spec"]["replicas"] == 1
+
+
+def test_an_app_is_woken_from_zero_by_a_held_request_and_routed_without_its_prefix(admin, operator, namespace):
+    admin.create({"apiVersion": "shipyard.dev/v1alpha1", "kind": "App", "metadata": {"name": "web", "namespace": namespace},
+                  "spec": {"command": ["python", "-m", "http.server", "--bind", "0.0.0.0", "$(PORT)"], "port": 8080,
+                           "public": True, "replicas": {"min": 0, "max": 2}, "scaleToZero": {"idleSeconds": 3},
+                           "resources": {"cpu": "100m", "memory": "128Mi"}}})
+    deployment = wait_for(lambda: admin.get("Deployment", namespace, "web"), what="the Deployment")
+    assert deployment["metadata"]["ownerReferences"][0]["kind"] == "App"
+    wait_for(lambda: admin.get("App", namespace, "web").get("status", {}).get("phase") == "Idle"
+             and not admin.list("Pod", namespace, {"shipyard.dev/name": "web"}), timeout=120,
+             what="scaled to zero (phase Idle, no pod)")
+
+    # Held while the operator wakes the Deployment; http.server lists its directory at `/`, so the gateway
+    # stripped /PROJECT/NAME.
+    answer = httpx.get(f"{operator.gateway}/{namespace}/web/", timeout=120)
+    assert answer.status_code == 200 and "Directory listing" in answer.text
+    pod = ready_pods(admin, namespace, "web")[0]
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+    status = wait_for(lambda: (a := admin.get("App", namespace, "web")) and a["status"].get("readyReplicas") == 1
+                      and a["status"], what="status from the ready pod")
+    assert status["phase"] == "Ready" and status["url"].endswith(f"/{namespace}/web/")

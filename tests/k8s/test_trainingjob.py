@@ -57,6 +57,9 @@ def test_a_ddp_gang_is_released_scheduled_run_healed_after_a_killed_worker_and_s
 
     gang = wait_for(lambda: running(pods_of(admin, namespace, "ddp"), 2), timeout=120,
                     what="the Job controller's pods, bound by the scheduler and started by the node agent")
+    running_cr = wait_for(lambda: (c := admin.get("TrainingJob", namespace, "ddp")) and c["status"].get("phase")
+                          == "Running" and c, timeout=60, what="phase Running on the CR")
+    assert [r["phase"] for r in running_cr["status"]["replicaStatuses"]] == ["Running", "Running"]
     for pod in gang:
         assert pod["spec"]["nodeName"] in node_agent["nodes"]
         assert pod["status"]["podIP"].startswith("127.")
@@ -79,6 +82,8 @@ def test_a_ddp_gang_is_released_scheduled_run_healed_after_a_killed_worker_and_s
 
     wait_for(lambda: (admin.get("TrainingJob", namespace, "ddp") or {}).get("status", {}).get("restarts") == 1,
              timeout=120, what="the gang restart counted")
+    failed = admin.get("TrainingJob", namespace, "ddp")["status"]["conditions"]
+    assert any(c["type"] == "Running" and c["status"] == "False" and "replica" in c["message"] for c in failed), failed
     second = wait_for(lambda: (pods := [p for p in pods_of(admin, namespace, "ddp")
                                         if p["metadata"]["labels"].get("shipyard.dev/restart") == "1"])
                       and len(pods) == 2 and all(p["status"].get("podIP") for p in pods) and pods,
@@ -91,6 +96,9 @@ def test_a_ddp_gang_is_released_scheduled_run_healed_after_a_killed_worker_and_s
     assert final["status"]["phase"] == "Succeeded", final["status"]
     assert final["status"]["restarts"] == 1
     assert final["status"]["progress"]["step"] == 40
+    assert final["status"]["completionTime"]
+    events = [e for e in admin.list("Event", namespace) if e["involvedObject"]["name"] == "ddp"]
+    assert {"Created", "Running", "Restarting", "Succeeded"} <= {e["reason"] for e in events}
 
     # The second attempt resumed from the checkpoint rank 0 wrote before the crash, not from step 0.
     rank0 = next(p for p in second if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "0")

@@ -98,12 +98,12 @@ class Manager:
         return True
 
     def start(self) -> None:
-        self.enqueue_all()
+        listed = self._try_enqueue_all()
         for i in range(self._workers):
             thread = threading.Thread(target=self._work, name=f"controller-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        resync = threading.Thread(target=self._resync, name="resync", daemon=True)
+        resync = threading.Thread(target=self._resync, args=(listed,), name="resync", daemon=True)
         resync.start()
         self._threads.append(resync)
 
@@ -111,12 +111,27 @@ class Manager:
         while not self._stop.is_set():
             self.process_one(timeout=1.0)
 
-    def _resync(self) -> None:
+    def _try_enqueue_all(self) -> bool:
+        try:
+            self.enqueue_all()
+            return True
+        except Exception as exc:  # noqa: BLE001 - a store briefly unreachable must not end the controllers
+            log.warning("listing resources failed (%s)", exc)
+            return False
+
+    def _resync(self, listed: bool) -> None:
+        # Until a first full listing succeeds, retry soon: an API server answers 503 for a custom resource
+        # whose storage is still initializing (just after its CRD is established), and nothing that existed
+        # before this start would be reconciled until the next resync otherwise.
+        delay = 0.5
+        while not listed:
+            if self._stop.wait(delay):
+                return
+            listed = self._try_enqueue_all()
+            delay = min(delay * 2, self._resync_seconds)
         while not self._stop.wait(self._resync_seconds):
-            try:
-                self.enqueue_all()
-            except Exception:  # noqa: BLE001 - a store briefly unreachable (an API server restart) must not end resyncs
-                log.exception("resync failed; trying again in %.0f s", self._resync_seconds)
+            if not self._try_enqueue_all():
+                log.warning("resync failed; trying again in %.0f s", self._resync_seconds)
 
     def stop(self) -> None:
         self._stop.set()
