@@ -90,18 +90,7 @@ class Cluster:
             return False
 
     def ready_times(self, name: str, restart: int) -> dict[int, float]:
-        found: dict[int, float] = {}
-        for path in (self.agent_root / "logs" / NAMESPACE).glob(f"{name}-*"):
-            try:
-                text = path.read_text(errors="replace")
-            except OSError:
-                continue
-            for line in text.splitlines():
-                parts = line.split()
-                if len(parts) == 5 and parts[0] == platform_latency.READY and parts[1] == name \
-                        and parts[3] == str(restart):
-                    found[int(parts[2])] = float(parts[4])
-        return found
+        return platform_latency.ready_times_in((self.agent_root / "logs" / NAMESPACE).glob(f"{name}-*"), name, restart)
 
     def wait_ready(self, name: str, restart: int, timeout: float) -> dict[int, float]:
         deadline = time.monotonic() + timeout

@@ -104,8 +104,13 @@ class PhaseWatch(threading.Thread):
 
 def ready_times(instance: common.Instance, name: str, restart: int) -> dict[int, float]:
     """Replica index → the timestamp it printed in attempt `restart`, from the pods' log files."""
+    return ready_times_in((instance.home / "logs" / NAMESPACE).glob(f"{name}-*.log"), name, restart)
+
+
+def ready_times_in(paths, name: str, restart: int) -> dict[int, float]:
+    """The same from any log files (the cluster benchmark reads the node agent's)."""
     found: dict[int, float] = {}
-    for path in (instance.home / "logs" / NAMESPACE).glob(f"{name}-*.log"):
+    for path in paths:
         try:
             text = path.read_text(errors="replace")
         except OSError:

@@ -98,3 +98,35 @@ def test_cross_field_rules_are_enforced_by_the_api_servers_cel_as_by_shipyard(co
     assert message in response.json()["message"]
     valid = {**doc, "spec": {"model": "/models/m", "volumes": [{"name": "models", "mountPath": "/models"}]}}
     assert server_apply(control_plane, valid, namespace).status_code in (200, 201)
+
+
+def test_rbac_decides_what_a_user_may_do_with_shipyards_kinds(control_plane, crds, admin, namespace):
+    """The API server authorizes with RBAC: a plain user (a static token, group team-a) gets exactly what a
+    RoleBinding to the group grants on Shipyard's custom resources."""
+    from shipyard.cluster.api import KubeError
+
+    from .conftest import kube_api
+
+    alice = kube_api(control_plane.kubeconfig_for(control_plane.user("alice")))
+    try:
+        with pytest.raises(KubeError) as refused:
+            alice.list("TrainingJob", namespace)
+        assert refused.value.status == 403
+        admin.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                      "metadata": {"name": "trainingjob-reader", "namespace": namespace},
+                      "rules": [{"apiGroups": ["shipyard.dev"], "resources": ["trainingjobs"],
+                                 "verbs": ["get", "list", "watch"]}]})
+        admin.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                      "metadata": {"name": "team-a-reads", "namespace": namespace},
+                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trainingjob-reader"},
+                      "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "team-a"}]})
+        assert alice.list("TrainingJob", namespace) == []
+        doc = documents(REPO / "examples" / "train-ddp.yaml")[0]
+        doc["metadata"]["namespace"] = namespace
+        with pytest.raises(KubeError) as forbidden:
+            alice.create(doc)
+        assert forbidden.value.status == 403
+        with pytest.raises(KubeError):
+            alice.list("TrainingJob", "default")  # the binding is the namespace's only
+    finally:
+        alice.close()

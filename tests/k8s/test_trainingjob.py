@@ -6,6 +6,7 @@ TrainingJob Succeeds."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 from typing import Any
@@ -62,9 +63,15 @@ def test_a_ddp_gang_is_released_scheduled_run_healed_after_a_killed_worker_and_s
     assert [r["phase"] for r in running_cr["status"]["replicaStatuses"]] == ["Running", "Running"]
     for pod in gang:
         assert pod["spec"]["nodeName"] in node_agent["nodes"]
-        assert pod["status"]["podIP"].startswith("127.")
+        assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(node_agent["network"])
         assert any(c["type"] == "PodScheduled" and c["status"] == "True" for c in pod["status"]["conditions"])
     assert len({p["status"]["podIP"] for p in gang}) == 2
+    if node_agent["routed"]:
+        # The headless rendezvous Service's EndpointSlice, written by the real EndpointSlice controller, lists the
+        # gang by the IPs the node agent reported (it would refuse loopback ones).
+        wait_for(lambda: {a for s in admin.list("EndpointSlice", namespace, {"kubernetes.io/service-name": "ddp"})
+                          for e in s.get("endpoints") or [] for a in e["addresses"]}
+                 == {p["status"]["podIP"] for p in gang}, timeout=30, what="the Service's EndpointSlice")
 
     # Training is under way: rank 0 has written a checkpoint beyond step 0 (the operator reads progress too).
     wait_for(lambda: ((admin.get("TrainingJob", namespace, "ddp") or {}).get("status", {}).get("progress") or {}).get(

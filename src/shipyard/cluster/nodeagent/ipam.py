@@ -2,7 +2,10 @@
 
 Why loopback: Linux answers every address of 127.0.0.0/8 on `lo` without any setup or privilege, so a pod
 given 127.1.0.7 can listen on 127.1.0.7:8000 beside another pod on 127.1.0.8:8000, exactly as two pods on two
-IPs would. Nothing routes these addresses off the machine, which is what a test cluster wants.
+IPs would. Nothing routes these addresses off the machine, which is what a test cluster wants. One catch: the
+API server refuses loopback addresses in EndpointSlices, so Services list no endpoints. Where the agent's user
+may add a route, any range made local to the machine works the same and avoids that: `ip route add local
+198.18.0.0/16 dev lo` and `--pod-network 198.18.0.0/16` (what the test suite does when it can).
 
 Addresses are handed out round-robin from where the last one was taken, not lowest-first, so a pod replacing
 a deleted one does not inherit an address a stale client may still be talking to. One agent owns its pod
