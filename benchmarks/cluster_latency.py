@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -117,13 +116,10 @@ class Cluster:
         return max(first.values()) - t_apply, max(second.values()) - t_kill
 
     def stop(self) -> None:
+        from tests.k8s.controlplane import stop_process
+
         for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            stop_process(proc, grace=60)
         if self.api is not None:
             self.api.close()
         self.plane.remove()

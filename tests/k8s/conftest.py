@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import yaml
 from shipyard.cluster.api import KubeApi, KubeNotFound, ResourceType, load_config
 from shipyard.store.kubernetes import register_kinds
 
-from .controlplane import REPO, ControlPlane, User, binaries, free_port
+from .controlplane import REPO, ControlPlane, User, binaries, free_port, stop_process
 
 SYSTEM_NAMESPACE = "shipyard-system"
 CHART = REPO / "charts" / "shipyard"
@@ -149,13 +148,7 @@ def node_agent(control_plane, tmp_path_factory) -> Iterator[dict[str, Any]]:
             api.close()
         yield info
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc, grace=60)
         if routed:
             _local_route("del", ROUTED_POD_NETWORK)
 
@@ -271,14 +264,7 @@ class OperatorProcess:
                                  f"{self.log.read_text()[-3000:]}")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 class Operators:

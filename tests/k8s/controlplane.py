@@ -124,6 +124,19 @@ class Authority:
 
 # --- processes -----------------------------------------------------------------------------------------------
 
+def stop_process(process: subprocess.Popen[bytes], grace: float = 30.0) -> int:
+    """SIGTERM (a graceful stop: the node agent stops its pods, the operator gives its Lease back), then SIGKILL
+    of the process group after `grace` seconds. Returns the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
 @dataclass
 class Component:
     name: str
