@@ -14,17 +14,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 # VS Code Workspaces run code-server, a Node.js program (npm), with the Node.js 24 it needs (npm's `node`
-# package): into .venv so `make clean` removes it. Best effort: without npm the VS Code test is skipped, saying so.
+# package): into .venv so `make clean` removes it. Without npm the VS Code test is skipped, saying so.
 # Two steps: code-server's postinstall (which installs VS Code's own modules) must run under Node.js 24, so that
-# one is installed first and put on PATH.
+# one is installed first and put on PATH. Its `kerberos` dependency is compiled by node-gyp against MIT Kerberos'
+# headers (Debian: libkrb5-dev); as root we install them, otherwise we say which package is missing.
 CODE_SERVER := $(VENV)/code-server/node_modules/.bin/code-server
 $(CODE_SERVER):
-	-@command -v npm >/dev/null && mkdir -p $(VENV)/code-server && cd $(VENV)/code-server \
-	  && (test -f package.json || npm init -y >/dev/null) \
-	  && npm install --no-audit --no-fund --loglevel=error node@24 >/dev/null \
-	  && PATH="$$PWD/node_modules/.bin:$$PATH" npm install --no-audit --no-fund --loglevel=error \
-	     code-server@4 >/dev/null \
-	  || echo "note: code-server not installed (no npm?); VS Code workspace tests will be skipped"
+	@if ! command -v npm >/dev/null; then 	  echo "note: code-server not installed (no npm); VS Code workspace tests will be skipped"; exit 0; fi; 	if command -v dpkg >/dev/null && ! dpkg -s libkrb5-dev >/dev/null 2>&1; then 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then 	    echo "installing libkrb5-dev (code-server's kerberos module is compiled against it)"; 	    apt-get install -y -qq libkrb5-dev >/dev/null 2>&1 	      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libkrb5-dev >/dev/null; } 	      || echo "note: apt-get could not install libkrb5-dev"; 	  else echo "note: code-server needs the Debian package libkrb5-dev: sudo apt-get install libkrb5-dev"; fi; 	fi; 	mkdir -p $(VENV)/code-server && cd $(VENV)/code-server 	  && (test -f package.json || npm init -y >/dev/null) 	  && npm install --no-audit --no-fund --loglevel=error node@24 >/dev/null 	  && PATH="$$PWD/node_modules/.bin:$$PATH" npm install --no-audit --no-fund --loglevel=error 	     code-server@4 >/dev/null 	  || echo "note: code-server not installed (npm install failed, see above); VS Code workspace tests will be skipped"
 
 install: $(STAMP)
 

@@ -222,10 +222,12 @@ class Instance:
 
 
 @contextmanager
-def shipyard_instance(prefix: str = "shipyard-bench-") -> Iterator[Instance]:
-    """Start a daemon in a fresh temporary home; always stop it, kill anything left and remove the home."""
+def shipyard_instance(prefix: str = "shipyard-bench-", env: dict[str, str] | None = None) -> Iterator[Instance]:
+    """Start a daemon in a fresh temporary home (with `env` added to its environment); always stop it, kill
+    anything left and remove the home."""
     home = Path(tempfile.mkdtemp(prefix=prefix)) / "home"
     instance = Instance(home)
+    instance.env.update(env or {})
     try:
         instance.up()
         yield instance

@@ -18,13 +18,31 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import httpx
+from typing import TYPE_CHECKING
 
 import shipyard.config as config
-from shipyard.resources import API_VERSION, ObjectMeta, Resource, kind_class, resolve_kind
+from shipyard.resources.names import API_VERSION, KindName, resolve_name
+
+if TYPE_CHECKING:
+    import httpx
+
+    from shipyard.resources import Resource
+else:
+    class _Httpx:
+        """httpx, imported on first use: the `except httpx.…` clauses below are evaluated only when something
+        fails, and plain `http://` requests go through `_stdhttp`, so a CLI call that succeeds never imports it."""
+
+        def __getattr__(self, name: str) -> Any:
+            import httpx as module
+
+            globals()["httpx"] = module
+            return getattr(module, name)
+
+    httpx = _Httpx()
 
 PREFIX = f"/apis/{API_VERSION}"
 WATCH_SECONDS = 1800  # one watch connection's lifetime; the client reconnects transparently
+LIST_PAGE = 500  # objects per list request: bounds one answer's size and time, whatever a project holds
 
 
 class ShipyardError(Exception):
@@ -62,12 +80,23 @@ def _json_default(value: Any) -> Any:
 
 
 def _typed(data: dict[str, Any]) -> Resource:
+    # Imported here: the pydantic kinds cost more start-up CPU than a whole `shipyard get`, which prints wires.
+    from shipyard.resources import kind_class
+
     return kind_class(data["kind"]).model_validate(data)
 
 
-def _kind(word: str) -> type[Resource]:
+def _identity(kind: str, namespace: str, name: str, resource_version: str | None = None) -> Resource:
+    """An object of which only the identity is known (one deleted while nobody watched)."""
+    from shipyard.resources import ObjectMeta, kind_class
+
+    return kind_class(kind).model_construct(
+        metadata=ObjectMeta(namespace=namespace, name=name, resource_version=resource_version))
+
+
+def _kind(word: str) -> KindName:
     try:
-        return resolve_kind(word)
+        return resolve_name(word)
     except KeyError as exc:
         raise ShipyardError(exc.args[0]) from None
 
@@ -92,7 +121,12 @@ class Client:
         self.token = token  # for the few callers that speak to the API without httpx (port-forward's WebSocket)
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, trust_env=False)
+        if self.url.startswith("http://"):
+            from shipyard._stdhttp import StdClient
+
+            self._http: Any = StdClient(self.url, headers, timeout)
+        else:
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, trust_env=False)
 
     @classmethod
     def for_cluster(cls, context: str | None, kubeconfig: str | None = None, timeout: float = 30.0,
@@ -159,6 +193,14 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def _timeout(self, read: float | None) -> Any:
+        """A connect timeout and a read timeout (None: wait forever), in the transport's own type."""
+        from shipyard._stdhttp import StdClient, Timeout
+
+        if isinstance(self._http, StdClient):
+            return Timeout(self.timeout, read=read)
+        return httpx.Timeout(self.timeout, read=read)
+
     def _transport_error(self, exc: httpx.HTTPError) -> ShipyardError:
         if isinstance(exc, httpx.ConnectError):
             return NotRunning(f"cannot reach the Shipyard control plane at {self.url} ({exc}); "
@@ -195,7 +237,7 @@ class Client:
             raise ShipyardError(f"the control plane answered {method} {path} with invalid JSON") from None
 
     @staticmethod
-    def _collection(cls: type[Resource], namespace: str | None) -> str:
+    def _collection(cls: KindName, namespace: str | None) -> str:
         return f"{PREFIX}/namespaces/{namespace}/{cls.PLURAL}" if namespace else f"{PREFIX}/{cls.PLURAL}"
 
     def _object(self, kind: str, name: str, namespace: str) -> str:
@@ -221,7 +263,11 @@ class Client:
         return list(result.get("items", []))
 
     def get(self, kind: str, name: str, namespace: str = "default") -> Resource:
-        return _typed(self._request("GET", self._object(kind, name, namespace)))
+        return _typed(self.get_wire(kind, name, namespace))
+
+    def get_wire(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any]:
+        """The object as the API sends it (a camelCase dict), without building its pydantic model."""
+        return dict(self._request("GET", self._object(kind, name, namespace)))
 
     def workspace_access(self, name: str, namespace: str = "default") -> dict[str, Any]:
         """{url, token, ide, phase, suspendReason}: what opens a Workspace. The token is a secret: show it only
@@ -231,15 +277,32 @@ class Client:
     def list_with_version(self, kind: str, namespace: str | None = "default",
                           name: str | None = None) -> tuple[list[Resource], str]:
         """The objects and the resourceVersion to watch from so that no later change is missed."""
-        params = {"fieldSelector": f"metadata.name={name}"} if name else None
-        data = self._request("GET", self._collection(_kind(kind), namespace), params=params)
-        return [_typed(item) for item in data.get("items", [])], str(data["metadata"]["resourceVersion"])
+        items, version = self.list_wire(kind, namespace, name)
+        return [_typed(item) for item in items], version
+
+    def list_wire(self, kind: str, namespace: str | None = "default",
+                  name: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """As list_with_version, in wire form (camelCase dicts): no pydantic model is built."""
+        params: dict[str, Any] = {"limit": LIST_PAGE}
+        if name:
+            params["fieldSelector"] = f"metadata.name={name}"
+        path = self._collection(_kind(kind), namespace)
+        data = self._request("GET", path, params=params)
+        # The first page's version is every page's: watching from it misses nothing the pages did not show.
+        items, version = list(data.get("items", [])), str(data["metadata"]["resourceVersion"])
+        while data["metadata"].get("continue"):
+            data = self._request("GET", path, params={**params, "continue": data["metadata"]["continue"]})
+            items.extend(data.get("items", []))
+        return items, version
 
     def list(self, kind: str, namespace: str | None = "default") -> list[Resource]:
         return self.list_with_version(kind, namespace)[0]
 
     def delete(self, kind: str, name: str, namespace: str = "default") -> Resource:
-        return _typed(self._request("DELETE", self._object(kind, name, namespace)))
+        return _typed(self.delete_wire(kind, name, namespace))
+
+    def delete_wire(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any]:
+        return dict(self._request("DELETE", self._object(kind, name, namespace)))
 
     # --- API keys for the gateway ---------------------------------------------------------------------
 
@@ -262,12 +325,24 @@ class Client:
     def events(self, kind: str, name: str, namespace: str = "default") -> list[dict[str, Any]]:
         return list(self._request("GET", self._object(kind, name, namespace) + "/events").get("items", []))
 
-    def logs(self, kind: str, name: str, namespace: str = "default", replica: int = 0, follow: bool = False,
-             tail_lines: int | None = None) -> Iterator[str]:
-        params: dict[str, Any] = {"replica": replica, "follow": str(follow).lower()}
-        if tail_lines is not None:
-            params["tailLines"] = tail_lines
-        timeout = httpx.Timeout(self.timeout, read=None if follow else self.timeout)
+    def logs(self, kind: str, name: str, namespace: str = "default", replica: int | None = None,
+             follow: bool = False, tail_lines: int | None = None, *, pod: str | None = None,
+             all_pods: bool = False, previous: bool = False, since_seconds: int | None = None,
+             selector: str | None = None, trial: int | None = None) -> Iterator[str]:
+        """Lines of a resource's pod logs: replica 0 of a job or the newest ready pod by default; `replica`,
+        `pod` or `all_pods` (lines prefixed `[pod/NAME] `) pick others, `selector` narrows them by label;
+        `trial` picks a Sweep's trial. `previous`, `since_seconds`, `tail_lines` and `follow` are the pod
+        log API's."""
+        params: dict[str, Any] = {"follow": str(follow).lower()}
+        for key, value in (("replica", replica), ("tailLines", tail_lines), ("pod", pod),
+                           ("sinceSeconds", since_seconds), ("labelSelector", selector), ("trial", trial)):
+            if value is not None:
+                params[key] = value
+        if all_pods:
+            params["all"] = "true"
+        if previous:
+            params["previous"] = "true"
+        timeout = self._timeout(read=None if follow else self.timeout)
         try:
             with self._http.stream("GET", self._object(kind, name, namespace) + "/log", params=params,
                                    timeout=timeout) as resp:
@@ -278,13 +353,13 @@ class Client:
 
     # --- watch and wait ---------------------------------------------------------------------------------
 
-    def _stream_events(self, cls: type[Resource], namespace: str | None, name: str | None, since: str,
+    def _stream_events(self, cls: KindName, namespace: str | None, name: str | None, since: str,
                        seconds: int) -> Iterator[dict[str, Any]]:
         """One watch connection's events (BOOKMARK and ERROR included), until the server ends it."""
         params: dict[str, Any] = {"watch": "true", "resourceVersion": since, "timeoutSeconds": seconds}
         if name:
             params["fieldSelector"] = f"metadata.name={name}"
-        timeout = httpx.Timeout(self.timeout, read=None)
+        timeout = self._timeout(read=None)
         with self._http.stream("GET", self._collection(cls, namespace), params=params, timeout=timeout) as resp:
             self._raise_for(resp)
             for line in resp.iter_lines():
@@ -321,8 +396,7 @@ class Client:
             for key in [k for k in known if k not in current]:
                 gone = known.pop(key)
                 # Deleted while we were not watching: only the identity is known.
-                yield "DELETED", cls.model_construct(
-                    metadata=ObjectMeta(namespace=key[0], name=key[1], resource_version=gone or None))
+                yield "DELETED", _identity(cls.KIND, key[0], key[1], gone or None)
 
         since = resource_version or ""
         if not since:
@@ -392,8 +466,7 @@ class Client:
             if not objects:
                 return
         else:
-            cls = _kind(kind)
-            objects = [cls.model_construct(metadata=ObjectMeta(namespace=namespace, name=name))]
+            objects = [_identity(_kind(kind).KIND, namespace, name)]
         for type_, _ in self._watch(kind, namespace, name, resource_version, False, timeout, objects):
             if type_ == "DELETED":
                 return

@@ -3,11 +3,16 @@
 The same controllers `shipyard up` runs, with the Kubernetes API as their store (Shipyard's custom
 resources) and the cluster as their runtime (server-side apply of the compiled objects; Kubernetes' own Job,
 Deployment and HorizontalPodAutoscaler controllers run them). Beside them, in the same process, the API
-server the CLI talks to (`shipyard --context`) and the gateway in front of every Endpoint and App: the serving
-controller hands the gateway its routes in memory, as the embedded daemon does.
+server the CLI talks to (`shipyard --context`).
 
-Only the Lease holder reconciles (leader election); every replica serves the API. A leader that loses its
-Lease exits, to come back as a candidate with fresh state — the usual contract of Kubernetes controllers.
+The gateway is not here: it is a Deployment of its own (`python -m shipyard.gateway --in-cluster`,
+shipyard.gateway_cluster) that builds its routes from the API, so it keeps serving while the leader changes.
+The controllers learn its traffic (and requests held for a route scaled to zero) from the reports its
+replicas write (shipyard.gateway_reports), which this process watches.
+
+Only the Lease holder reconciles (leader election) and is Ready (/readyz), so the API's Service reaches the
+leader. A leader that loses its Lease exits, to come back as a candidate with fresh state — the usual contract
+of Kubernetes controllers.
 """
 
 from __future__ import annotations
@@ -20,48 +25,38 @@ import socket
 import sys
 import threading
 from importlib.metadata import version as package_version
-from typing import Iterator
 
 import uvicorn
+from fastapi import Response
+from fastapi.responses import PlainTextResponse
 
 from shipyard.api.app import create_app
 from shipyard.api.auth import hash_token
 from shipyard.cluster.api import KubeApi, load_config
 from shipyard.cluster.leader import LeaderElector
-from shipyard.compiler.common import GATEWAY_SERVICE_URL, KIND_LABEL, NAME_LABEL
-from shipyard.controllers.manager import Manager
+from shipyard.compiler.common import GATEWAY_SERVICE_URL
+from shipyard.controllers.manager import RESYNC_SECONDS, Manager
 from shipyard.controllers.serving import ServingController
 from shipyard.controllers.sweep import SweepController
 from shipyard.controllers.trainingjob import TrainingJobController
-from shipyard.controllers.trainingjob.replicas import newest_pods
 from shipyard.controllers.workspace import WorkspaceController
 from shipyard.controllers.tracking import Tracker
-from shipyard.gateway import GatewayServer, RouteTable, create_gateway_app
-from shipyard.gateway_wiring import GatewayTraffic, StoreKeys, activator
+from shipyard.gateway_reports import ReportedTraffic
 from shipyard.ide_activity import HttpIdeActivity
 from shipyard.pod_access import RuntimePortForward, RuntimeWorkspaceTokens
-from shipyard.resources import Resource
+from shipyard.pod_logs import ClusterPodLogs, PodLogs
 from shipyard.runtime.kubernetes import KubernetesRuntime
-from shipyard.store import NotFound
 from shipyard.store.kubernetes import KubernetesStore
 
 log = logging.getLogger("shipyard.operator")
 ADMIN_TOKEN_ENV = "SHIPYARD_ADMIN_TOKEN"
 
 
-class ClusterLogs:
-    """`shipyard logs KIND/NAME --replica N` on a cluster: the pod log API of that replica's newest pod."""
+class ClusterLogs(PodLogs):
+    """`shipyard logs KIND/NAME` on a cluster: the pod log API of the pods pod_logs.choose picks."""
 
     def __init__(self, runtime: KubernetesRuntime):
-        self._runtime = runtime
-
-    def stream(self, resource: Resource, replica: int, follow: bool, tail_lines: int | None) -> Iterator[bytes]:
-        ns, name = resource.metadata.namespace, resource.metadata.name
-        pods = self._runtime.list("Pod", ns, {KIND_LABEL: resource.kind.lower(), NAME_LABEL: name})
-        pod = newest_pods(pods).get(replica)
-        if pod is None:
-            raise NotFound(f"{resource.ref} has no replica {replica} running or finished yet")
-        return self._runtime.read_log_lines(ns, pod["metadata"]["name"], follow=follow, tail_lines=tail_lines)
+        super().__init__(ClusterPodLogs(runtime))
 
 
 class Operator:
@@ -69,13 +64,14 @@ class Operator:
 
     def __init__(self, api: KubeApi, namespace: str, identity: str, watch_namespaces: list[str] | None = None,
                  gateway_url: str = GATEWAY_SERVICE_URL, tracker: Tracker | None = None,
-                 resync_seconds: float = 30.0, lease_name: str = "shipyard-operator", lease_seconds: int = 15,
+                 resync_seconds: float = RESYNC_SECONDS, lease_name: str = "shipyard-operator", lease_seconds: int = 15,
                  retry_period: float = 2.0):
         self.api = api
         self.store = KubernetesStore(api, watch_namespaces, system_namespace=namespace)
         self.runtime = KubernetesRuntime(api, watch_namespaces)
-        self.routes = RouteTable()
-        self.traffic = GatewayTraffic(self.routes, gateway_url)
+        # Held requests wake their route at once (the manager's queue), not at its next resync.
+        self.traffic = ReportedTraffic(api, namespace, gateway_url,
+                                       on_demand=lambda kind, ns, name: self.manager.enqueue(kind, ns, name))
         # No PodMetrics here: on a cluster the HorizontalPodAutoscaler reads the gateway's metrics through
         # the custom metrics API (prometheus-adapter), not from this process.
         self.manager = Manager(self.store, self.runtime, [
@@ -86,7 +82,6 @@ class Operator:
             SweepController(self.store, tracker=tracker),
             WorkspaceController(self.store, self.runtime, self.traffic, HttpIdeActivity()),
         ], resync_seconds=resync_seconds)
-        self.activate = activator(self.routes, lambda kind, ns, name: self.manager.enqueue(kind, ns, name))
         self.elector = LeaderElector(api, namespace, lease_name, identity, lease_seconds=lease_seconds,
                                      retry_period=retry_period, renew_deadline=max(retry_period * 3, lease_seconds * 2 / 3))
         self.stopped = threading.Event()
@@ -94,10 +89,11 @@ class Operator:
         self._closed = False
 
     def start(self) -> None:
-        """Start watching at once (every replica keeps its routes' keys and the API's watches current) and
-        reconciling once elected."""
+        """Start watching at once (every replica keeps the API's watches and the traffic reports current)
+        and reconciling once elected."""
         self.store.start()
         self.runtime.start()
+        self.traffic.start()
         self._thread = threading.Thread(target=self._lead, name="leader-election", daemon=True)
         self._thread.start()
 
@@ -118,6 +114,7 @@ class Operator:
         self.manager.stop()
         self.elector.release()
         self.runtime.stop()
+        self.traffic.stop()
         self.store.close()
         self.api.close()
         self.stopped.set()
@@ -142,11 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated namespaces (projects) to reconcile; empty: all")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--api-port", type=int, default=7433)
-    parser.add_argument("--gateway-port", type=int, default=7480)
     parser.add_argument("--gateway-url", default=os.environ.get("SHIPYARD_GATEWAY_URL", GATEWAY_SERVICE_URL),
                         help="the gateway's address as users reach it (an Ingress host), shown in status.url")
-    parser.add_argument("--gateway-domain", default=os.environ.get("SHIPYARD_GATEWAY_DOMAIN") or None,
-                        help="also route by Host: NAME.PROJECT.DOMAIN")
     parser.add_argument("--tracking-uri", default=os.environ.get("SHIPYARD_MLFLOW_TRACKING_URI") or None,
                         help="the MLflow tracking server (the chart's, or an external one); none: no tracking")
     parser.add_argument("--kubeconfig", default=None, help="outside a cluster: a kubeconfig file")
@@ -171,20 +165,23 @@ def main(argv: list[str] | None = None) -> int:
     namespaces = [n.strip() for n in args.watch_namespaces.split(",") if n.strip()] or None
     operator = Operator(api, args.namespace, args.identity, namespaces, gateway_url=args.gateway_url,
                         tracker=tracker)
-    gateway = GatewayServer(create_gateway_app(operator.routes, StoreKeys(operator.store.api_keys), operator.activate,
-                                               domain=args.gateway_domain, ready=operator.elector.leading.is_set),
-                            args.host, args.gateway_port)
-    gateway.start()
     app = create_app(operator.store, ClusterLogs(operator.runtime), hash_token(token), package_version("shipyard"),
                      port_forward=RuntimePortForward(operator.runtime), models=tracker,
                      workspace_tokens=RuntimeWorkspaceTokens(operator.runtime))
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        # Only the leader is Ready: the API's watch versions are per process, so its Service must reach one.
+        leading = operator.elector.leading.is_set()
+        return PlainTextResponse("leading\n" if leading else "standby\n", status_code=200 if leading else 503)
+
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     operator.start()
     # Leadership lost: stop serving too, so the pod restarts as a fresh candidate.
     threading.Thread(target=lambda: (operator.stopped.wait(), setattr(server, "should_exit", True)),
                      daemon=True).start()
-    log.info("Shipyard operator %s: API on %s:%d, gateway on %s:%d, namespace %s, watching %s",
-             package_version("shipyard"), args.host, args.api_port, args.host, args.gateway_port, args.namespace,
+    log.info("Shipyard operator %s: API on %s:%d, namespace %s, watching %s",
+             package_version("shipyard"), args.host, args.api_port, args.namespace,
              ", ".join(namespaces) if namespaces else "all namespaces")
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
@@ -194,7 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         lost = operator.stopped.is_set()
         operator.stop()
-        gateway.stop()
     return 1 if lost else 0
 
 

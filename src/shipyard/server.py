@@ -12,6 +12,7 @@ import argparse
 import fcntl
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import socket
@@ -19,65 +20,71 @@ import sys
 import time
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import uvicorn
 
 from shipyard.api.app import create_app
 from shipyard.api.auth import hash_token, load_or_create_admin_token
-from shipyard.compiler.common import GATEWAY_SERVICE_URL, KIND_LABEL, NAME_LABEL
-from shipyard.config import DEFAULT_GATEWAY_PORT, Paths, ensure_home, paths
+from shipyard.compiler.common import GATEWAY_SERVICE_URL
+from shipyard.config import DEFAULT_GATEWAY_PORT, Paths, ensure_home, log_limits, paths
 from shipyard.controllers.manager import Manager
 from shipyard.controllers.serving import ServingController
 from shipyard.controllers.sweep import SweepController
 from shipyard.controllers.trainingjob import TrainingJobController
-from shipyard.controllers.trainingjob.replicas import newest_pods
 from shipyard.controllers.workspace import WorkspaceController
 from shipyard.ide_activity import HttpIdeActivity
-from shipyard.resources import Resource
 from shipyard.runtime.local.runtime import LocalRuntime
 from shipyard.pod_access import RuntimePortForward, RuntimeWorkspaceTokens
-from shipyard.store import NotFound
+from shipyard.pod_logs import LocalPodLogs, PodLogs
 from shipyard.store.sqlite import SQLiteStore
 from shipyard.gateway import GatewayServer, RouteTable, create_gateway_app
 from shipyard.gateway_wiring import GatewayTraffic, StoreKeys, activator
 from shipyard.tracking import setup as setup_tracking
 
 log = logging.getLogger("shipyard.server")
-TAIL_WINDOW_BYTES = 1 << 20
 
 
-class RuntimeLogs:
-    """Serves `shipyard logs KIND/NAME --replica N` from the newest pod of that replica."""
+class RuntimeLogs(PodLogs):
+    """`shipyard logs KIND/NAME` here: the local runtime's log files of the pods pod_logs.choose picks."""
 
     def __init__(self, runtime: LocalRuntime):
-        self._runtime = runtime
+        super().__init__(LocalPodLogs(runtime))
 
-    def stream(self, resource: Resource, replica: int, follow: bool, tail_lines: int | None) -> Iterator[bytes]:
-        ns, name = resource.metadata.namespace, resource.metadata.name
-        pods = self._runtime.list("Pod", ns, {KIND_LABEL: resource.kind.lower(), NAME_LABEL: name})
-        pod = newest_pods(pods).get(replica)
-        if pod is None:
-            raise NotFound(f"{resource.ref} has no replica {replica} running or finished yet")
-        pod_name = pod["metadata"]["name"]
-        if tail_lines is None:
-            return self._runtime.read_log(ns, pod_name, follow=follow)
-        return self._tail(ns, pod_name, follow, tail_lines)
 
-    def _tail(self, ns: str, pod: str, follow: bool, lines: int) -> Iterator[bytes]:
-        path = self._runtime.log_path(ns, pod)
-        size = path.stat().st_size if path.exists() else 0
-        window = b"".join(self._runtime.read_log(ns, pod, tail_bytes=TAIL_WINDOW_BYTES))
-        kept = window.splitlines(keepends=True)[-lines:] if lines > 0 else []
-        yield b"".join(kept)
-        if follow:
-            # Continue from where the window ended; read_log with tail_bytes counts from the end.
-            for chunk in self._runtime.read_log(ns, pod, follow=True, tail_bytes=None):
-                if size > 0:
-                    skip = min(size, len(chunk))
-                    chunk, size = chunk[skip:], size - skip
-                if chunk:
-                    yield chunk
+class DaemonLogHandler(logging.handlers.RotatingFileHandler):
+    """daemon.log, size-rotated. The file is also the daemon's stdout and stderr (where a crash's traceback
+    or a library's print lands): `shipyard up` opens it so, and each rotation points them at the new file, so
+    nothing keeps writing to a rotated-away file."""
+
+    def __init__(self, path: Path, max_bytes: int, max_files: int):
+        super().__init__(path, maxBytes=max_bytes, backupCount=max_files - 1, delay=False)
+        self._redirect()
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        self._redirect()
+
+    def _redirect(self) -> None:
+        if self.stream is not None:
+            for fd in (1, 2):
+                os.dup2(self.stream.fileno(), fd)
+
+
+def configure_logging(log_file: Path | None) -> None:
+    """The daemon's log: stderr (a terminal, for `shipyard up --foreground`), or daemon.log rotated at
+    SHIPYARD_DAEMON_LOG_MAX_BYTES × SHIPYARD_DAEMON_LOG_MAX_FILES. The gateway's access log (a line per
+    request) is off unless SHIPYARD_GATEWAY_ACCESS_LOG=1: a busy Endpoint would otherwise fill it."""
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if log_file is None:
+        logging.basicConfig(level=logging.INFO, format=fmt)
+    else:
+        max_bytes, max_files = log_limits("SHIPYARD_DAEMON_LOG")
+        handler = DaemonLogHandler(log_file, max_bytes, max_files)
+        handler.setFormatter(logging.Formatter(fmt))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+    if os.environ.get("SHIPYARD_GATEWAY_ACCESS_LOG", "").lower() not in ("1", "true", "yes"):
+        logging.getLogger("shipyard.gateway.access").setLevel(logging.WARNING)
 
 
 def acquire_lock(p: Paths) -> IO[str]:
@@ -106,8 +113,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="the gateway's port, in front of every Endpoint and App (0: any free port)")
     parser.add_argument("--gateway-domain", default=os.environ.get("SHIPYARD_GATEWAY_DOMAIN") or None,
                         help="also route by Host: NAME.PROJECT.DOMAIN (a wildcard DNS name pointing here)")
+    parser.add_argument("--log-file", type=Path, default=None,
+                        help="log to this file, size-rotated, instead of stderr (`shipyard up` gives daemon.log)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        configure_logging(args.log_file)
+        pod_log_limits = log_limits("SHIPYARD_POD_LOG")
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
     p = paths()
     ensure_home(p)
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{exc.strerror}") from None
     traffic = GatewayTraffic(routes, gateway.url)
     runtime = LocalRuntime(p.runtime, p.volumes, p.logs, metrics=traffic,
-                           service_urls={GATEWAY_SERVICE_URL: gateway.url})
+                           service_urls={GATEWAY_SERVICE_URL: gateway.url}, log_limits=pod_log_limits)
     # Our own MLflow server (started below, in the background), an external one, or none (logged why).
     tracking = setup_tracking(p.home, p.volumes)
     tracker = tracking.tracker if tracking else None

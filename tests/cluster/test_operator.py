@@ -43,7 +43,7 @@ def test_a_trainingjob_cr_is_server_side_applied_as_a_released_gang_owned_by_it(
     job = wait_for(lambda: (j := kubectl.get("Job", NS, "llm")) and j["spec"].get("suspend") is False and j,
                    what="the Job to be applied and released")
 
-    for plural in ("persistentvolumeclaims", "services", "jobs"):
+    for plural in ("persistentvolumeclaims", "services", "networkpolicies", "jobs"):
         sent = applies(apiserver, plural)
         assert sent, f"no server-side apply of {plural}"
         assert all(r.params.get("fieldManager") == "shipyard" and r.params.get("force") == "true" for r in sent)
@@ -54,6 +54,8 @@ def test_a_trainingjob_cr_is_server_side_applied_as_a_released_gang_owned_by_it(
         "kind": "TrainingJob", "name": "llm", "uid": created["metadata"]["uid"]}]
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["parallelism"] == 2
     assert "ownerReferences" not in kubectl.get("PersistentVolumeClaim", NS, "ckpt")["metadata"]  # data outlives jobs
+    policy = kubectl.get("NetworkPolicy", NS, "llm")  # the gang admits only itself
+    assert policy["metadata"]["ownerReferences"] == job["metadata"]["ownerReferences"]
     resource = wait_for(lambda: (c := cr(kubectl)) and c.get("status", {}).get("phase") == "Pending" and c,
                         what="status on the CR")
     assert "shipyard.dev/cleanup" in resource["metadata"]["finalizers"]
@@ -69,6 +71,7 @@ def test_deleting_the_cr_deletes_its_children_then_the_cr(apiserver, kubectl, op
     wait_for(lambda: cr(kubectl) is None, what="the CR to be gone once its finalizer is released")
     assert kubectl.get("Job", NS, "llm") is None
     assert kubectl.get("Service", NS, "llm") is None
+    assert kubectl.get("NetworkPolicy", NS, "llm") is None
     assert kubectl.get("PersistentVolumeClaim", NS, "ckpt") is not None  # volumes belong to the project
 
 

@@ -1,5 +1,6 @@
 """`python -m shipyard.operator`, the process the Helm chart runs, against the API mock server: it serves the
-API and the gateway, becomes Ready only once it leads, and gives its Lease back on SIGTERM."""
+API (the gateway is a process of its own), becomes Ready only once it leads, and gives its Lease back on
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ def free_port() -> int:
 
 
 def test_the_operator_process_serves_leads_and_releases_its_lease(apiserver, kubeconfig, kubectl):
-    api_port, gateway_port = free_port(), free_port()
+    api_port = free_port()
     env = {**os.environ, "SHIPYARD_ADMIN_TOKEN": "sy_process-test", "POD_NAME": "shipyard-abc12"}
     proc = subprocess.Popen([sys.executable, "-m", "shipyard.operator", "--kubeconfig", str(kubeconfig),
-                             "--namespace", SYSTEM_NAMESPACE, "--host", "127.0.0.1", "--api-port", str(api_port),
-                             "--gateway-port", str(gateway_port)], env=env, stdout=subprocess.PIPE,
+                             "--namespace", SYSTEM_NAMESPACE, "--host", "127.0.0.1", "--api-port", str(api_port)],
+                            env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         def get(url: str, **kwargs) -> httpx.Response | None:
@@ -37,7 +38,7 @@ def test_the_operator_process_serves_leads_and_releases_its_lease(apiserver, kub
             except httpx.HTTPError:
                 return None
 
-        wait_for(lambda: (r := get(f"http://127.0.0.1:{gateway_port}/-/ready")) and r.status_code == 200,
+        wait_for(lambda: (r := get(f"http://127.0.0.1:{api_port}/readyz")) and r.status_code == 200,
                  timeout=60, what="the operator to lead and be Ready")
         lease = kubectl.get("Lease", SYSTEM_NAMESPACE, "shipyard-operator")
         assert lease["spec"]["holderIdentity"] == "shipyard-abc12"

@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 
 from shipyard.compiler import compile_resource
+from shipyard.controllers.manager import ObjectKey
+from shipyard.controllers.trainingjob import TrainingJobController
 from shipyard.runtime.local import processes
 from shipyard.runtime.local.capacity import Capacity
 from shipyard.runtime.local.runtime import LocalRuntime
 from shipyard.resources import TrainingJob
+from shipyard.store.sqlite import SQLiteStore
 from tests.conftest import wait_for
 
 from decimal import Decimal
@@ -158,26 +161,41 @@ def test_restarted_runtime_adopts_running_pods(home):
         second.stop(stop_pods=True, timeout=20)
 
 
-def test_shutdown_disrupts_pods_and_next_start_recreates_them(home):
+def test_shutdown_disrupts_pods_and_the_next_start_recreates_the_gang_uncounted(home):
+    # `shipyard down` then `up`: the runtime fails the Job by its disruption rule, and the TrainingJob
+    # controller recreates the whole gang as the next attempt without counting a restart (maxRestarts 0 would
+    # fail the job on a counted one).
+    store = SQLiteStore(home / "db")
+    store.apply([TrainingJob.model_validate({"metadata": {"name": "t"}, "spec": {
+        "replicas": 2, "maxRestarts": 0, "terminationGracePeriodSeconds": 5,
+        "command": [sys.executable, "-c", "import os, time; print('attempt', os.environ['SHIPYARD_RESTART_COUNT'])"
+                                          "; time.sleep(600)"]}})])
+    key = ObjectKey("TrainingJob", "default", "t")
+
+    def status(controller):
+        controller.reconcile(key)
+        return store.get("TrainingJob", "default", "t").status
+
     first = make_runtime(home)
-    submit(first, """
-        import os, time
-        print("attempt", os.environ["SHIPYARD_POD_NAME"])
-        time.sleep(600)
-    """, replicas=1)
-    wait_for(lambda: pods(first) and pods(first)[0]["status"]["phase"] == "Running", message="running")
-    old = pods(first)[0]["metadata"]["name"]
+    ctl = TrainingJobController(store, first)
+    wait_for(lambda: status(ctl).phase == "Running", message="running")
+    old = {p["metadata"]["name"] for p in pods(first)}
     first.stop(stop_pods=True, timeout=20)
-    [stopped] = pods(first)
-    assert stopped["status"]["phase"] == "Failed"
-    assert any(c["type"] == "DisruptionTarget" for c in stopped["status"]["conditions"])
+    assert all(p["status"]["phase"] == "Failed" and any(c["type"] == "DisruptionTarget"
+                                                        for c in p["status"]["conditions"]) for p in pods(first))
     second = make_runtime(home)
     try:
-        wait_for(lambda: [p for p in pods(second) if p["metadata"]["name"] != old
-                          and p["status"]["phase"] == "Running"], message="replacement pod")
-        assert "Failed" not in job_condition(second)
+        ctl = TrainingJobController(store, second)
+        wait_for(lambda: status(ctl).disruptions == 1 and status(ctl).phase == "Running", message="gang recreated")
+        final = store.get("TrainingJob", "default", "t").status
+        assert final.restarts == 0 and final.attempt == 1
+        assert final.condition("Running").reason == "AllReplicasRunning"
+        fresh = [p for p in pods(second) if p["metadata"]["name"] not in old]
+        assert len(fresh) == 2 and all(p["metadata"]["labels"]["shipyard.dev/restart"] == "1" for p in fresh)
+        wait_for(lambda: all("attempt 1" in log_of(second, p) for p in fresh), message="told to resume")
     finally:
         second.stop(stop_pods=True, timeout=20)
+        store.close()
 
 
 def test_command_that_cannot_start_fails_with_reason(runtime):

@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import os
 import time
+import urllib.request
 
 import pytest
 
@@ -20,7 +21,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from shipyard.controllers.clock import FakeClock  # noqa: E402
 from shipyard.controllers.manager import ObjectKey  # noqa: E402
-from shipyard.controllers.tracking import Metric, TrackingError  # noqa: E402
+from shipyard.controllers.tracking import Metric, TrackingError, TrackingRejected  # noqa: E402
 from shipyard.controllers.trainingjob import TrainingJobController  # noqa: E402
 from shipyard.resources import TrainingJob  # noqa: E402
 from shipyard.runtime.fake import FakeRuntime  # noqa: E402
@@ -68,11 +69,46 @@ def test_runs_are_idempotent_by_key_nested_and_tagged(tracker, client):
     assert run.data.params == {"lr": "0.001", "spec.replicas": "1"}
     assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["shipyard.key"].endswith("uid-2")
     assert run.info.run_name == "lr-0"
-    experiment = client.get_experiment_by_name("default")
+    experiment = client.get_experiment_by_name("shipyard/default")  # not next to MLflow's own "Default"
+    assert experiment.tags["shipyard.project"] == "default" and client.get_experiment_by_name("default") is None
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert [r.info.run_id for r in children] == [child]
+    # A run made before its parent existed (a tracker that answered late) is nested afterwards.
+    orphan = tracker.ensure_run("TrainingJob/default/lr-1/uid-5", "default", "lr-1", {}, {})
+    tracker.set_parent(orphan, parent)
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.info.run_id for r in children) == sorted([child, orphan])
+    with pytest.raises(TrackingRejected):
+        tracker.set_parent("0" * 32, parent)  # no such run: retrying will not help
     tracker.set_tags(child, {"shipyard.restarts": "2"})
     assert client.get_run(child).data.tags["shipyard.restarts"] == "2"
+
+
+def test_experiments_an_earlier_shipyard_named_after_the_bare_project_are_renamed_not_forked(server, client):
+    srv, _ = server
+    # As an earlier Shipyard left them: experiment "legacy" with a job's run; a user's own "notours".
+    legacy_id = client.create_experiment("legacy")
+    old = client.create_run(legacy_id, tags={"shipyard.key": "TrainingJob/legacy/old/uid-9",
+                                             "shipyard.project": "legacy"}, run_name="old")
+    client.create_experiment("notours")
+    fresh = MlflowTracker(srv.url)  # a new daemon's tracker: nothing cached
+    run = fresh.ensure_run("TrainingJob/legacy/old/uid-9", "legacy", "old", {}, {})
+    assert run == old.info.run_id  # found again by its key, not made twice
+    renamed = client.get_experiment(legacy_id)
+    assert renamed.name == "shipyard/legacy" and client.get_experiment_by_name("legacy") is None
+    fresh.ensure_run("TrainingJob/notours/x/uid-10", "notours", "x", {}, {})
+    assert client.get_experiment_by_name("notours") is not None  # a user's experiment is left alone
+    assert client.get_experiment_by_name("shipyard/notours") is not None
+    assert client.get_experiment_by_name("Default").experiment_id == "0"
+
+
+def test_the_server_runs_without_telemetry(server):
+    srv, _ = server
+    pid = json.loads(srv.state_file.read_text())["pid"]
+    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    assert b"MLFLOW_DISABLE_TELEMETRY=true" in environ
+    with urllib.request.urlopen(f"{srv.url}/ajax-api/3.0/mlflow/ui-telemetry", timeout=10) as reply:
+        assert json.load(reply)["disable_ui_telemetry"] is True  # the UI neither asks nor sends
 
 
 def test_metric_histories_in_batches_and_run_end(tracker, client):

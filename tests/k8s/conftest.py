@@ -1,6 +1,7 @@
 """The cluster tier: one real control plane per session (tests/k8s/controlplane.py), Shipyard's node agent running
 its pods, Shipyard's CRDs from the chart, the operator as the chart runs it (its own process, authenticated with
-the chart's ServiceAccount token, so the chart's RBAC is what is tested), and a namespace per test.
+the chart's ServiceAccount token, so the chart's RBAC is what is tested), two gateway replicas likewise (each with
+a token of the chart's gateway ServiceAccount), and a namespace per test.
 
 Every test here is marked `k8s`: `make test-k8s` runs them, `make test` does not. Without Go (nothing to build
 the binaries with) they skip with one line saying so.
@@ -124,12 +125,22 @@ def _local_route(action: str, cidr: str) -> bool:
     return subprocess.run([ip, "route", action, "local", cidr, "dev", "lo"], capture_output=True).returncode == 0
 
 
+def _route_exists(cidr: str) -> bool:
+    ip = shutil.which("ip")
+    if ip is None:
+        return False
+    shown = subprocess.run([ip, "route", "show", "table", "local", cidr], capture_output=True, text=True)
+    return shown.returncode == 0 and bool(shown.stdout.strip())
+
+
 @pytest.fixture(scope="session")
 def node_agent(control_plane, tmp_path_factory) -> Iterator[dict[str, Any]]:
     """Two Nodes served by one node agent process (so the scheduler has a choice, and gangs can spread)."""
     root = tmp_path_factory.mktemp("node-agent")
     log = root / "agent.log"
     nodes = ["node-a", "node-b"]
+    # A route that was already there (another session's, or left by the machine's setup) is left as found.
+    had_route = _route_exists(ROUTED_POD_NETWORK)
     routed = _local_route("replace", ROUTED_POD_NETWORK)
     network = ROUTED_POD_NETWORK if routed else LOOPBACK_POD_NETWORK
     with open(log, "wb") as out:
@@ -149,7 +160,7 @@ def node_agent(control_plane, tmp_path_factory) -> Iterator[dict[str, Any]]:
         yield info
     finally:
         stop_process(proc, grace=60)
-        if routed:
+        if routed and not had_route:
             _local_route("del", ROUTED_POD_NETWORK)
 
 
@@ -205,17 +216,18 @@ RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "Ro
 
 
 @pytest.fixture(scope="session")
-def operator_identity(control_plane, admin, crds) -> dict[str, Any]:
-    """The chart's ServiceAccount and RBAC installed, and a token of that ServiceAccount (TokenRequest API):
-    the operator runs with exactly what the chart grants it."""
+def chart_rbac(control_plane, admin, crds) -> None:
+    """The chart's ServiceAccounts and RBAC (the operator's and the gateway's), installed as the chart has them."""
     if admin.get("Namespace", None, SYSTEM_NAMESPACE) is None:
         admin.create({"apiVersion": "v1", "kind": "Namespace",
                       "metadata": {"name": SYSTEM_NAMESPACE, "labels": {"shipyard.dev/system": "true"}}})
-    rendered = chart_objects()
-    for obj in rendered:
+    for obj in chart_objects():
         if obj["kind"] in RBAC_KINDS:
             admin.apply(obj)
-    account = next(o for o in rendered if o["kind"] == "ServiceAccount")["metadata"]["name"]
+
+
+def service_account_kubeconfig(control_plane, account: str) -> Path:
+    """A kubeconfig with a token of the chart's ServiceAccount `account` (TokenRequest API)."""
     response = httpx.post(
         f"{control_plane.server}/api/v1/namespaces/{SYSTEM_NAMESPACE}/serviceaccounts/{account}/token",
         json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -223,14 +235,27 @@ def operator_identity(control_plane, admin, crds) -> dict[str, Any]:
         headers={"Authorization": f"Bearer {control_plane.admin.token}"}, verify=str(control_plane.pki / "ca.crt"))
     response.raise_for_status()
     user = User(f"system:serviceaccount:{SYSTEM_NAMESPACE}:{account}", response.json()["status"]["token"])
-    return {"account": account, "kubeconfig": control_plane.kubeconfig_for(user)}
+    return control_plane.kubeconfig_for(user)
+
+
+@pytest.fixture(scope="session")
+def operator_identity(control_plane, chart_rbac) -> dict[str, Any]:
+    """The operator runs with exactly what the chart grants its ServiceAccount."""
+    return {"account": "shipyard", "kubeconfig": service_account_kubeconfig(control_plane, "shipyard")}
+
+
+@pytest.fixture(scope="session")
+def gateway_identity(control_plane, chart_rbac) -> dict[str, Any]:
+    """The gateway runs with exactly what the chart grants its own ServiceAccount (read, and its report)."""
+    return {"account": "shipyard-gateway",
+            "kubeconfig": service_account_kubeconfig(control_plane, "shipyard-gateway")}
 
 
 class OperatorProcess:
-    """`python -m shipyard.operator` as the chart's Deployment runs it, on loopback ports."""
+    """`python -m shipyard.operator` as the chart's Deployment runs it, on a loopback port."""
 
     def __init__(self, kubeconfig: Path, workdir: Path, identity: str, admin_token: str):
-        self.api_port, self.gateway_port = free_port(), free_port()
+        self.api_port = free_port()
         self.identity = identity
         self.admin_token = admin_token
         self.log = workdir / f"operator-{identity}.log"
@@ -239,13 +264,8 @@ class OperatorProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "shipyard.operator", "--kubeconfig", str(kubeconfig),
                  "--namespace", SYSTEM_NAMESPACE, "--host", "127.0.0.1", "--api-port", str(self.api_port),
-                 "--gateway-port", str(self.gateway_port), "--gateway-url", f"http://127.0.0.1:{self.gateway_port}",
                  "--identity", identity],
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def gateway(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
 
     @property
     def api(self) -> str:
@@ -254,7 +274,7 @@ class OperatorProcess:
     def leading(self) -> bool:
         self.check_alive()
         try:
-            return httpx.get(f"{self.gateway}/-/ready", timeout=2).status_code == 200
+            return httpx.get(f"{self.api}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -266,9 +286,14 @@ class OperatorProcess:
     def stop(self) -> int:
         return stop_process(self.proc)
 
+    def kill(self) -> None:
+        """SIGKILL: no Lease given back, the standby waits for it to expire (a crash, a lost node)."""
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
 
 class Operators:
-    """The session's operator processes. Tests use the one leading (`operator.gateway`, `.api`, ...); the leader
+    """The session's operator processes. Tests use the one leading (`operator.api`, ...); the leader
     election test starts a second one and stops the first, and every later test uses the new leader."""
 
     def __init__(self, kubeconfig: Path, workdir: Path):
@@ -302,6 +327,52 @@ def operator(operator_identity, node_agent, tmp_path_factory) -> Iterator[Operat
         pool.stop_all()
 
 
+class GatewayProcess:
+    """`python -m shipyard.gateway` as the chart's gateway Deployment runs it (its own ServiceAccount), on loopback."""
+
+    def __init__(self, kubeconfig: Path, workdir: Path, identity: str):
+        self.port = free_port()
+        self.identity = identity
+        self.log = workdir / f"gateway-{identity}.log"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "shipyard.gateway", "--kubeconfig", str(kubeconfig), "--namespace",
+                 SYSTEM_NAMESPACE, "--host", "127.0.0.1", "--port", str(self.port), "--identity", identity,
+                 "--access-log"],
+                env={**os.environ, "POD_NAME": identity}, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gateway {self.identity} exited with {self.proc.returncode}:\n"
+                                 f"{self.log.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> int:
+        return stop_process(self.proc)
+
+
+@pytest.fixture(scope="session")
+def gateways(gateway_identity, tmp_path_factory) -> Iterator[list[GatewayProcess]]:
+    """Two gateway replicas, processes apart from the operator, as the chart's gateway Deployment runs them."""
+    workdir = tmp_path_factory.mktemp("gateway")
+    replicas = [GatewayProcess(gateway_identity["kubeconfig"], workdir, f"gateway-{i}") for i in "ab"]
+    try:
+        for replica in replicas:
+            wait_for(replica.ready, timeout=60, what=f"{replica.identity} Ready")
+        yield replicas
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
 @pytest.fixture(scope="session")
 def kueue(control_plane):
     """Kueue on the session's control plane (tests/k8s/kueue.py), started by the first test that needs it. Only
@@ -321,4 +392,4 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-__all__ = ["KubeNotFound", "OperatorProcess", "SYSTEM_NAMESPACE", "wait_for"]
+__all__ = ["GatewayProcess", "KubeNotFound", "OperatorProcess", "SYSTEM_NAMESPACE", "wait_for"]

@@ -31,8 +31,8 @@ def test_a_standby_takes_over_when_the_leader_steps_down(admin, operator, namesp
     pods_before = {p["metadata"]["uid"] for p in admin.list("Pod", namespace, {"shipyard.dev/name": "before-failover"})}
 
     standby = operator.start(f"operator-standby-{len(operator.processes)}")
-    # The standby serves (its API and gateway answer) but is not Ready: only the Lease holder reconciles.
-    wait_for(lambda: _answers(standby), timeout=60, what="the standby's gateway to answer")
+    # The standby serves (its API answers) but is not Ready: only the Lease holder reconciles.
+    wait_for(lambda: _answers(standby), timeout=60, what="the standby's API to answer")
     assert not standby.leading()
     assert holder(admin) == leader.identity
 
@@ -63,7 +63,7 @@ def _answers(process) -> bool:
 
     process.check_alive()
     try:
-        httpx.get(f"{process.gateway}/-/ready", timeout=2)
+        httpx.get(f"{process.api}/healthz", timeout=2)
         return True
     except httpx.HTTPError:
         return False

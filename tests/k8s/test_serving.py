@@ -1,5 +1,5 @@
 """An Endpoint on the real control plane: its PVC bound by the real PV controller (to a volume the node agent
-provisions), scaled from zero by a request the operator's gateway holds, served by pods that the real Deployment
+provisions), scaled from zero by a request held at a gateway replica (a process of its own, as the chart runs it), served by pods that the real Deployment
 controller created and the node agent runs (the built-in OpenAI-compatible server, a tiny model), rolled to a new
 template by the real Deployment controller, with its HorizontalPodAutoscaler accepted by the API server and
 the replica count handed over to it without a fight between field managers.
@@ -47,19 +47,20 @@ def chat(gateway: str, namespace: str, name: str, key: str, timeout: float = 180
 
 
 def test_an_endpoint_scales_from_zero_serves_rolls_and_hands_its_replicas_to_the_hpa(admin, operator, node_agent,
-                                                                                      namespace):
+                                                                                      gateways, namespace):
     with Client(url=operator.api, token=operator.admin_token) as client:
         key = client.create_api_key("ci", project=namespace)["token"]
     admin.create(endpoint("tiny", namespace))
+    # At once: the HPA lives only until the Endpoint goes idle (idleSeconds after creation, no traffic), which
+    # the PVC and the model below may outlast on a busy machine.
+    hpa = wait_for(lambda: admin.get("HorizontalPodAutoscaler", namespace, "tiny"), what="the HPA, accepted")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "tiny"
 
     # The operator applied the PVC; the real PV controller bound it to the volume the node agent provisioned.
     claim = wait_for(lambda: (c := admin.get("PersistentVolumeClaim", namespace, "models"))
                      and c["status"].get("phase") == "Bound" and c, timeout=60, what="the models PVC bound")
     volume = admin.get("PersistentVolume", None, claim["spec"]["volumeName"])
     build_tiny_model(__import__("pathlib").Path(volume["spec"]["hostPath"]["path"]) / "v1")
-
-    hpa = wait_for(lambda: admin.get("HorizontalPodAutoscaler", namespace, "tiny"), what="the HPA, accepted")
-    assert hpa["spec"]["scaleTargetRef"]["name"] == "tiny"
     # A new Endpoint gets a replica; with no traffic for idleSeconds the operator scales it to zero.
     wait_for(lambda: admin.get("Deployment", namespace, "tiny")["spec"].get("replicas") == 0
              and not admin.list("Pod", namespace, {"shipyard.dev/name": "tiny"}), timeout=120,
@@ -67,7 +68,7 @@ def test_an_endpoint_scales_from_zero_serves_rolls_and_hands_its_replicas_to_the
 
     # Scale from zero: the gateway holds the first request while the operator wakes the Deployment; the real
     # Deployment and ReplicaSet controllers create the pod; the node agent runs it; then the request is answered.
-    answer = chat(operator.gateway, namespace, "tiny", key)
+    answer = chat(gateways[0].url, namespace, "tiny", key)
     assert answer.status_code == 200, answer.text
     assert answer.json()["choices"][0]["message"]["role"] == "assistant"
     first = ready_pods(admin, namespace, "tiny")
@@ -79,7 +80,7 @@ def test_an_endpoint_scales_from_zero_serves_rolls_and_hands_its_replicas_to_the
 
     def load() -> None:
         while not stop.is_set():
-            response = chat(operator.gateway, namespace, "tiny", key, timeout=60)
+            response = chat(gateways[0].url, namespace, "tiny", key, timeout=60)
             if response.status_code != 200:
                 failures.append(f"{response.status_code} {response.text[:200]}")
             stop.wait(0.5)
@@ -122,7 +123,8 @@ def check_handover_and_rollout(admin, namespace: str, first: dict[str, Any]) -> 
     assert live["spec"]["replicas"] == 1
 
 
-def test_an_app_is_woken_from_zero_by_a_held_request_and_routed_without_its_prefix(admin, operator, namespace):
+def test_an_app_is_woken_from_zero_by_a_held_request_and_routed_without_its_prefix(admin, operator, gateways,
+                                                                                   namespace):
     admin.create({"apiVersion": "shipyard.dev/v1alpha1", "kind": "App", "metadata": {"name": "web", "namespace": namespace},
                   "spec": {"command": ["python", "-m", "http.server", "--bind", "0.0.0.0", "$(PORT)"], "port": 8080,
                            "public": True, "replicas": {"min": 0, "max": 2}, "scaleToZero": {"idleSeconds": 3},
@@ -133,9 +135,9 @@ def test_an_app_is_woken_from_zero_by_a_held_request_and_routed_without_its_pref
              and not admin.list("Pod", namespace, {"shipyard.dev/name": "web"}), timeout=120,
              what="scaled to zero (phase Idle, no pod)")
 
-    # Held while the operator wakes the Deployment; http.server lists its directory at `/`, so the gateway
+    # Held by the second gateway replica while the operator wakes the Deployment; http.server lists its directory at `/`, so the gateway
     # stripped /PROJECT/NAME.
-    answer = httpx.get(f"{operator.gateway}/{namespace}/web/", timeout=120)
+    answer = httpx.get(f"{gateways[1].url}/{namespace}/web/", timeout=120)
     assert answer.status_code == 200 and "Directory listing" in answer.text
     pod = ready_pods(admin, namespace, "web")[0]
     assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi.routing import APIRoute
 
 from shipyard.api import create_app, hash_token, load_or_create_admin_token
+from shipyard.api.logs import LogOptions
 from shipyard.api.routers import resources, system
 from shipyard.resources import Resource, TrainingJob
 from shipyard.store import NotFound
@@ -36,11 +37,11 @@ def items(*objects: dict, source: str = "jobs.yaml") -> dict:
 
 
 class FakeLogs:
-    def stream(self, resource: Resource, replica: int, follow: bool, tail_lines: int | None) -> Iterator[bytes]:
-        if replica != 0:
-            raise NotFound(f"{resource.ref} has no replica {replica}")
+    def stream(self, resource: Resource, options: LogOptions) -> Iterator[bytes]:
+        if options.replica not in (None, 0):
+            raise NotFound(f"{resource.ref} has no replica {options.replica}")
         lines = [f"{resource.metadata.name} line {i}\n".encode() for i in range(5)]
-        yield from lines[-tail_lines:] if tail_lines else lines
+        yield from lines[-options.tail_lines:] if options.tail_lines else lines
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from shipyard.compiler.common import GATEWAY_SERVICE_URL
-from shipyard.compiler.common import GATEWAY_POD_LABELS
+from shipyard.compiler.common import GATEWAY_POD_LABELS, OPERATOR_POD_LABELS
 from shipyard.compiler.serving import METRICS
 from shipyard.gateway import Route, RouteTable, Upstream
 from shipyard.gateway.metrics import GatewayMetrics
@@ -50,6 +50,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "domain-any-project": {"gateway": {"domain": "apps.example.com", "ingress": {"enabled": True}}},
     "replicas-2": {"replicas": 2},
+    "gateway-fixed": {"gateway": {"replicas": 3, "autoscaling": {"enabled": False}}},
     "watch-namespaces": {"watchNamespaces": ["research", "team-b"]},
     "watch-namespaces-with-system": {"watchNamespaces": ["shipyard-system", "research"]},
     "existing-secret": {"adminToken": {"existingSecret": "my-admin-token", "existingSecretKey": "admin"}},
@@ -79,6 +80,15 @@ EXPECTED_RULES = {
 LEADER_ELECTION_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}
 # Project API keys are Secrets in the release namespace; granted there when it is not a watched namespace.
 API_KEY_RULES = {("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"}}
+# The operator reads the gateway replicas' traffic reports, and deletes those of replicas long gone.
+REPORT_RULES = {("", "configmaps"): {"list", "watch", "delete"}}
+# The gateway reads what routes are made of, in every watched namespace …
+GATEWAY_RULES = {**{("shipyard.dev", r): {"list", "watch"} for r in ("endpoints", "apps", "workspaces")},
+                 ("", "pods"): {"list", "watch"}}
+# … and, in the release namespace, the API keys, and writes its own traffic report. Nothing else.
+GATEWAY_SYSTEM_RULES = {("", "secrets"): {"list", "watch"}, ("", "configmaps"): {"create", "patch", "delete"}}
+GATEWAY_ACCOUNT = {"kind": "ServiceAccount", "name": "shipyard-gateway", "namespace": NAMESPACE}
+OPERATOR_ACCOUNT = {"kind": "ServiceAccount", "name": "shipyard", "namespace": NAMESPACE}
 
 
 def helm(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
@@ -119,6 +129,11 @@ def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return container
 
 
+def gateway_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    [container] = one(docs, "Deployment", "shipyard-gateway")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
 def validate(obj: dict[str, Any], version: str) -> None:
     try:
         kubernetes_validate.validate(obj, version, strict=True)
@@ -156,7 +171,7 @@ def test_every_object_is_labelled_and_in_the_release_namespace(scenario):
         assert labels["app.kubernetes.io/name"] == "shipyard" and labels["app.kubernetes.io/managed-by"] == "Helm"
         if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             assert "namespace" not in obj["metadata"]
-        elif obj["kind"] in ("Role", "RoleBinding") and obj["metadata"]["name"] == "shipyard":
+        elif obj["kind"] in ("Role", "RoleBinding") and obj["metadata"]["name"] in ("shipyard", "shipyard-gateway"):
             assert obj["metadata"]["namespace"] in (SCENARIOS[scenario].get("watchNamespaces") or [])
         elif obj["kind"] == "ConfigMap":
             assert obj["metadata"]["namespace"] in (NAMESPACE, "monitoring")
@@ -204,9 +219,14 @@ def test_rbac_is_least_privilege(scenario):
             assert not {"bind", "escalate", "impersonate"} & set(rule["verbs"])
     for binding in of_kind(docs, "ClusterRoleBinding") + of_kind(docs, "RoleBinding"):
         assert binding["roleRef"]["name"] not in ("cluster-admin", "admin", "edit")
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "shipyard", "namespace": NAMESPACE}]
+        # The gateway's bindings name its own account; everything else is the operator's.
+        gateway = binding["roleRef"]["name"].startswith("shipyard-gateway") and binding["roleRef"]["name"] != \
+            "shipyard-gateway-reports"
+        assert binding["subjects"] == [GATEWAY_ACCOUNT if gateway else OPERATOR_ACCOUNT], binding["metadata"]
         kinds = {r["kind"] for r in roles if r["metadata"]["name"] == binding["roleRef"]["name"]}
         assert binding["roleRef"]["kind"] in kinds
+    assert rbac_rules(docs, "Role", "shipyard-gateway-system") == GATEWAY_SYSTEM_RULES
+    assert rbac_rules(docs, "Role", "shipyard-gateway-reports") == REPORT_RULES
     watched = SCENARIOS[scenario].get("watchNamespaces")
     if watched:
         assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
@@ -214,6 +234,9 @@ def test_rbac_is_least_privilege(scenario):
             [role] = [r for r in of_kind(docs, "Role")
                       if r["metadata"]["name"] == "shipyard" and r["metadata"]["namespace"] == ns]
             assert rbac_rules([role], "Role") == EXPECTED_RULES
+            [role] = [r for r in of_kind(docs, "Role")
+                      if r["metadata"]["name"] == "shipyard-gateway" and r["metadata"]["namespace"] == ns]
+            assert rbac_rules([role], "Role") == GATEWAY_RULES
             assert any(b["metadata"]["namespace"] == ns for b in of_kind(docs, "RoleBinding"))
         keys = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == "shipyard-api-keys"]
         if NAMESPACE in watched:
@@ -221,8 +244,10 @@ def test_rbac_is_least_privilege(scenario):
         else:
             assert keys[0]["metadata"]["namespace"] == NAMESPACE and rbac_rules(keys, "Role") == API_KEY_RULES
     else:
-        assert rbac_rules(docs, "ClusterRole") == EXPECTED_RULES
-        assert [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == ["shipyard"]
+        assert rbac_rules(docs, "ClusterRole", "shipyard") == EXPECTED_RULES
+        assert rbac_rules(docs, "ClusterRole", "shipyard-gateway") == GATEWAY_RULES
+        assert sorted(b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")) == \
+            ["shipyard", "shipyard-gateway"]
         assert not [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == "shipyard-api-keys"]
     lease = one(docs, "Role", "shipyard-leader-election")
     assert lease["metadata"]["namespace"] == NAMESPACE
@@ -239,7 +264,8 @@ def test_rendering_in_another_namespace_fails_clearly(tmp_path):
     docs = [d for d in yaml.safe_load_all(allowed.stdout) if d]
     assert {d["metadata"].get("namespace") for d in docs} == {"default", None}
     # Cluster-scoped names carry the namespace, so that two installs do not fight over one ClusterRole.
-    assert {d["metadata"]["name"] for d in of_kind(docs, "ClusterRole")} == {"shipyard-default"}
+    assert {d["metadata"]["name"] for d in of_kind(docs, "ClusterRole")} == {"shipyard-default",
+                                                                             "shipyard-default-gateway"}
 
 
 def test_ingress_without_host_or_domain_fails(tmp_path):
@@ -272,27 +298,67 @@ def test_operator_deployment_defaults():
     assert pod["serviceAccountName"] == "shipyard"
     assert container["image"] == "ghcr.io/shipyard-dev/shipyard:0.1.0"
     assert container["command"] == ["python", "-m", "shipyard.operator", "--namespace", "$(POD_NAMESPACE)",
-                                    "--api-port", "7433", "--gateway-port", "7480",
+                                    "--api-port", "7433",
                                     "--tracking-uri", "http://shipyard-mlflow.shipyard-system.svc:5000"]
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["SHIPYARD_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "shipyard-admin-token", "key": "token"}
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"api": 7433, "gateway": 7480}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"api": 7433}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "api"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "gateway"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "api"}  # the leader only
     assert container["resources"]["requests"] and container["resources"]["limits"]
-    assert not of_kind(docs, "PodDisruptionBudget") and not of_kind(docs, "Ingress")
+    assert [p["metadata"]["name"] for p in of_kind(docs, "PodDisruptionBudget")] == ["shipyard-gateway"]
+    assert not of_kind(docs, "Ingress")
     assert not of_kind(docs, "NetworkPolicy") and not of_kind(docs, "ConfigMap")
 
 
-def test_operator_pods_are_what_compiled_network_policies_admit():
+def test_gateway_is_a_deployment_of_its_own_with_a_budget_and_a_cpu_autoscaler():
     docs = rendered("default")
-    pod_labels = one(docs, "Deployment", "shipyard")["spec"]["template"]["metadata"]["labels"]
-    assert GATEWAY_POD_LABELS.items() <= pod_labels.items()
+    deploy = one(docs, "Deployment", "shipyard-gateway")
+    pod = deploy["spec"]["template"]["spec"]
+    container = gateway_container(docs)
+    assert pod["serviceAccountName"] == "shipyard-gateway"
+    assert container["command"] == ["python", "-m", "shipyard.gateway", "--in-cluster", "--host", "0.0.0.0",
+                                    "--port", "7480", "--namespace", "$(POD_NAMESPACE)", "--drain-seconds", "5"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # names its report
+    assert "SHIPYARD_ADMIN_TOKEN" not in env  # the gateway never needs the admin token
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"gateway": 7480}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "gateway"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthz", "port": "gateway"}
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    # Two replicas by default, owned by its HPA on CPU (so the Deployment carries no count of its own).
+    assert "replicas" not in deploy["spec"]
+    hpa = one(docs, "HorizontalPodAutoscaler", "shipyard-gateway")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shipyard-gateway"}
+    assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 10
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
+    assert container["resources"]["requests"]["cpu"]  # what the utilization is a percentage of
+    pdb = one(docs, "PodDisruptionBudget", "shipyard-gateway")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == one(docs, "Service", "shipyard-gateway")["spec"]["selector"]
+
+    fixed = rendered("gateway-fixed")
+    assert one(fixed, "Deployment", "shipyard-gateway")["spec"]["replicas"] == 3
+    assert not of_kind(fixed, "HorizontalPodAutoscaler")
+    command = gateway_container(rendered("watch-namespaces"))["command"]
+    assert command[command.index("--watch-namespaces") + 1] == "research,team-b"
+
+
+def test_gateway_pods_are_what_compiled_network_policies_admit_and_the_operator_is_not_behind_its_service():
+    docs = rendered("default")
+    gateway_pods = one(docs, "Deployment", "shipyard-gateway")["spec"]["template"]["metadata"]["labels"]
+    operator_pods = one(docs, "Deployment", "shipyard")["spec"]["template"]["metadata"]["labels"]
+    assert GATEWAY_POD_LABELS.items() <= gateway_pods.items()
+    assert OPERATOR_POD_LABELS.items() <= operator_pods.items()  # Workspaces admit it (IDE activity)
     selector = one(docs, "Service", "shipyard-gateway")["spec"]["selector"]
-    assert selector.items() <= pod_labels.items()
-    assert one(docs, "Service", "shipyard-api")["spec"]["selector"] == selector
+    assert selector.items() <= gateway_pods.items() and not selector.items() <= operator_pods.items()
+    api = one(docs, "Service", "shipyard-api")["spec"]["selector"]
+    assert api.items() <= operator_pods.items() and not api.items() <= gateway_pods.items()
+    assert one(docs, "Deployment", "shipyard")["spec"]["selector"]["matchLabels"] == api
+    assert one(docs, "Deployment", "shipyard-gateway")["spec"]["selector"]["matchLabels"] == selector
 
 
 def test_gateway_service_is_where_compiled_workloads_call_it():
@@ -328,6 +394,14 @@ def test_admin_token_from_values(tmp_path):
     assert secret["data"]["token"] == "c3lfY2hvc2Vu"  # base64 of sy_chosen
 
 
+def test_mlflow_telemetry_is_sent_only_when_opted_in(tmp_path):
+    result = render_text({"tracking": {"telemetry": True}}, NAMESPACE, tmp_path)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    [container] = one(docs, "Deployment", "shipyard-mlflow")["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "false"} in container["env"]
+
+
 def test_mlflow_runs_one_sqlite_writer_reachable_by_its_service_name():
     docs = rendered("default")
     deploy = one(docs, "Deployment", "shipyard-mlflow")
@@ -342,6 +416,7 @@ def test_mlflow_runs_one_sqlite_writer_reachable_by_its_service_name():
     hosts = args[args.index("--allowed-hosts") + 1].split(",")
     assert "shipyard-mlflow.shipyard-system.svc:5000" in hosts  # the Host header of the operator's requests
     assert {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"} in container["env"]
+    assert {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"} in container["env"]  # offline by default
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     pod_sc = deploy["spec"]["template"]["spec"]["securityContext"]
     assert pod_sc["runAsUser"] == 1000 and pod_sc["fsGroup"] == 1000
@@ -371,14 +446,15 @@ def test_replicas_and_disruption_budget():
     docs = rendered("replicas-2")
     assert one(docs, "Deployment", "shipyard")["spec"]["replicas"] == 2
     pdb = one(docs, "PodDisruptionBudget", "shipyard")
-    assert pdb["spec"]["selector"]["matchLabels"] == one(docs, "Service", "shipyard-gateway")["spec"]["selector"]
+    assert pdb["spec"]["selector"]["matchLabels"] == one(docs, "Service", "shipyard-api")["spec"]["selector"]
 
 
 def test_ingress_domain_and_network_policy():
     docs = rendered("exposed")
     command = operator_container(docs)["command"]
-    assert command[command.index("--gateway-domain") + 1] == "apps.example.com"
     assert command[command.index("--gateway-url") + 1] == "https://shipyard.example.com"  # shown in status.url
+    command = gateway_container(docs)["command"]
+    assert command[command.index("--domain") + 1] == "apps.example.com"
     assert "--gateway-url" not in operator_container(rendered("default"))["command"]
     ingress = one(docs, "Ingress", "shipyard-gateway")
     assert ingress["spec"]["ingressClassName"] == "nginx"
@@ -392,13 +468,15 @@ def test_ingress_domain_and_network_policy():
     [catch_all] = one(rendered("domain-any-project"), "Ingress", "shipyard-gateway")["spec"]["rules"]
     assert "host" not in catch_all
 
-    policy = one(docs, "NetworkPolicy", "shipyard")
-    gateway_rule, api_rule = policy["spec"]["ingress"]
+    [gateway_rule] = one(docs, "NetworkPolicy", "shipyard-gateway")["spec"]["ingress"]
     assert "from" not in gateway_rule and gateway_rule["ports"] == [{"port": 7480, "protocol": "TCP"}]
+    policy = one(docs, "NetworkPolicy", "shipyard")
+    assert policy["spec"]["podSelector"]["matchLabels"] == one(docs, "Service", "shipyard-api")["spec"]["selector"]
+    [api_rule] = policy["spec"]["ingress"]
     assert api_rule["ports"] == [{"port": 7433, "protocol": "TCP"}] and len(api_rule["from"]) == 2
     mlflow = one(docs, "NetworkPolicy", "shipyard-mlflow")
     [rule] = mlflow["spec"]["ingress"]
-    assert rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    assert rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
 
 
 def gateway_series() -> str:

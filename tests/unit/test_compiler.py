@@ -160,6 +160,8 @@ def test_gang_fails_on_first_failed_pod():
     assert job["spec"]["backoffLimit"] == 0
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}} in rules
+    # A disrupted replica stops the gang too, by rule 0, which the controller recognises (and does not count).
+    assert rules[0] == {"action": "FailJob", "onPodConditions": [{"status": "True", "type": "DisruptionTarget"}]}
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert job["metadata"]["ownerReferences"][0]["uid"] == res.metadata.uid
 
@@ -329,3 +331,25 @@ def test_a_new_version_changes_the_pod_template_and_an_unresolved_reference_does
     assert template(4, "/m") != template(4, "/n")
     with pytest.raises(ValueError, match="model registry reference"):
         compile_resource(ep)
+
+
+def test_gang_admits_ingress_only_from_its_own_pods():
+    for name, res in CASES:
+        if not isinstance(res, TrainingJob):
+            continue
+        objs = compile_resource(res)
+        policy = by_kind(objs)["NetworkPolicy"]
+        gang = {"matchLabels": {"shipyard.dev/kind": "trainingjob", "shipyard.dev/name": res.metadata.name}}
+        assert policy["spec"] == {"ingress": [{"from": [{"podSelector": gang}]}], "podSelector": gang,
+                                  "policyTypes": ["Ingress"]}, name
+        if res.metadata.uid:  # owned, so the garbage collector removes it with the TrainingJob
+            assert policy["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
+        pod_labels = by_kind(objs)["Job"]["spec"]["template"]["metadata"]["labels"]
+        assert gang["matchLabels"].items() <= pod_labels.items()  # every attempt's pods are selected
+
+
+def test_gang_leaves_a_lost_node_sooner_than_the_default_five_minutes():
+    _, res = variants()[0]
+    pod = by_kind(compile_resource(res))["Job"]["spec"]["template"]["spec"]
+    assert {(t["key"], t["effect"], t["tolerationSeconds"]) for t in pod["tolerations"]} == {
+        ("node.kubernetes.io/not-ready", "NoExecute", 60), ("node.kubernetes.io/unreachable", "NoExecute", 60)}

@@ -43,10 +43,23 @@ def test_first_failed_pod_fails_the_job_and_stops_the_rest():
     assert "exit code 3" in next(c for c in d.status["conditions"] if c["type"] == "Failed")["message"]
 
 
-def test_disrupted_pod_is_ignored_and_replaced():
+def test_disrupted_pod_fails_the_compiled_job_by_its_own_rule():
+    # A lone replacement could not join its peers' collective: the gang is stopped at once, and the Failed
+    # condition names the disruption rule (index 0) in Kubernetes' words, which the controller reads.
     disrupted = pod(1, "Failed", 143, [{"type": "DisruptionTarget", "status": "True"}])
     d = sync_job(job_obj(), [pod(0, "Running"), disrupted], NOW)
-    assert "Failed" not in conditions(d)
+    failed = next(c for c in d.status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "PodFailurePolicy"
+    assert failed["message"] == "Pod default/t-1 has condition DisruptionTarget matching FailJob rule at index 0"
+    assert d.delete_pods == ["t-0"] and d.create_indexes == []
+
+
+def test_ignore_rule_replaces_the_pod_without_counting_it():
+    job = job_obj()
+    job["spec"]["podFailurePolicy"]["rules"][0]["action"] = "Ignore"
+    disrupted = pod(1, "Failed", 143, [{"type": "DisruptionTarget", "status": "True"}])
+    d = sync_job(job, [pod(0, "Running"), disrupted], NOW)
+    assert "Failed" not in conditions(d) and d.status["failed"] == 0
     assert d.delete_pods == ["t-1"] and d.create_indexes == [1]
 
 

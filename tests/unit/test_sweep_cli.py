@@ -1,8 +1,10 @@
-"""What people see of a Sweep: `get` with its trials best first, `describe`, and `render`'s one-line refusal."""
+"""What people see of a Sweep: `get` with its trials best first, `describe`, and `render` of its trials."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import yaml
 
 from shipyard.resources import Sweep, load_resources, parse_yaml
 from tests.unit.test_client_cli import cli, server, store  # noqa: F401  (fixtures)
@@ -59,10 +61,13 @@ def test_describe_sweep(cli, store):
     assert "EXACT_MATCH" in trials[1] and "lifecycle-sweep-1" in trials[2]
 
 
-def test_render_of_a_sweep_says_why_in_one_line(cli):
+def test_render_of_a_sweep_shows_its_trials(cli):
     code, out, err = cli("render", "-f", str(EXAMPLE))
-    assert code != 0 and out == ""
-    assert len(err.strip().splitlines()) == 1 and "a Sweep compiles to no objects of its own" in err
+    assert code == 0 and err == ""
+    jobs = [o for o in yaml.safe_load_all(out) if o["kind"] == "Job"]
+    assert [j["metadata"]["name"] for j in jobs] == [f"lifecycle-sweep-{i}" for i in range(4)]  # the whole grid
+    args = [" ".join(j["spec"]["template"]["spec"]["containers"][0]["args"]) for j in jobs]
+    assert all("${" not in a for a in args) and "--lr 3e-3" in args[0] and "--lora-r 8" in args[1]
 
 
 def test_apply_through_the_api_and_refusals_name_the_field(cli, store, tmp_path):

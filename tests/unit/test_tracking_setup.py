@@ -56,3 +56,19 @@ def test_its_own_server_has_its_url_before_it_starts(tmp_path):
                                            ("acc@1", "acc_1"), ("", "_")])
 def test_metric_keys_mlflow_accepts(key, expected):
     assert metric_key(key) == expected
+
+
+def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on():
+    from shipyard.tracking.server import server_environment
+
+    env = server_environment({"PATH": "/bin"})
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true" and env["PATH"] == "/bin"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert server_environment({"MLFLOW_DISABLE_TELEMETRY": "false"})["MLFLOW_DISABLE_TELEMETRY"] == "false"
+    assert CLIENT_DEFAULTS["MLFLOW_DISABLE_TELEMETRY"] == "true"  # the daemon's own client sends nothing either
+
+
+def test_experiments_are_named_apart_from_mlflows_default():
+    from shipyard.tracking.mlflow_tracker import experiment_name
+
+    assert experiment_name("default") == "shipyard/default"

@@ -1,5 +1,7 @@
 """TrainingJob controller over a fake runtime and a fake clock: every step of the gang's life, no processes."""
 
+from datetime import timedelta
+
 import pytest
 
 from shipyard.controllers.clock import FakeClock
@@ -48,7 +50,7 @@ def test_first_reconcile_creates_children_and_finalizer(world):
     ctl.reconcile(KEY)
     job = current(store)
     assert FINALIZER in job.metadata.finalizers
-    assert {k[0] for k in runtime.objects} == {"Job", "Service", "PersistentVolumeClaim"}
+    assert {k[0] for k in runtime.objects} == {"Job", "Service", "NetworkPolicy", "PersistentVolumeClaim"}
     assert job.status.phase == "Pending" and job.status.observed_generation == 1
     assert job_env(runtime)["SHIPYARD_RESTART_COUNT"] == "0"
     assert reasons(store) == ["Created"]
@@ -170,6 +172,7 @@ def test_delete_cleans_children_then_releases_finalizer(world):
     ctl.reconcile(KEY)
     assert current(store) is None
     assert runtime.get("Service", "default", "llm") is None
+    assert runtime.get("NetworkPolicy", "default", "llm") is None
     assert runtime.get("PersistentVolumeClaim", "default", "ckpt") is not None  # data outlives the job
 
 
@@ -258,3 +261,140 @@ def test_a_job_in_a_kueue_queue_waits_for_kueue_to_admit_it(world):
     ctl.reconcile(KEY)
     job = current(store)
     assert job.status.phase == "Running" and job.status.condition("Admitted").status == "True"
+
+
+# --- disruptions: the platform took a replica away (eviction, drain, preemption, node loss) -------------------
+
+def disrupt(runtime, index, reason="EvictionByEvictionAPI", phase="Failed", deleting=None):
+    pod = next(p for (k, _, _), p in runtime.objects.items() if k == "Pod" and p["status"]["phase"] == "Running"
+               and p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == str(index))
+    pod["status"]["phase"] = phase
+    pod["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True", "reason": reason,
+                                        "message": "Eviction API: evicting"})
+    if deleting is not None:
+        pod["metadata"]["deletionTimestamp"] = deleting.isoformat()
+    return pod
+
+
+def pods_of_attempt(runtime, attempt):
+    return [p for p in runtime.list("Pod", "default", {"shipyard.dev/restart": str(attempt)})]
+
+
+@pytest.mark.parametrize("peer_failed_first", [False, True])
+def test_disrupted_gang_is_recreated_without_counting_a_restart(world, peer_failed_first):
+    store, runtime, clock, ctl = world
+    store.apply([make_job(maxRestarts=0)])  # a counted restart would fail this job outright
+    ctl.reconcile(KEY)
+    runtime.add_pods("default", "llm", "Running")
+    ctl.reconcile(KEY)
+    disrupt(runtime, 1)
+    if peer_failed_first:
+        # Its peer lost the collective and exited non-zero, failing the Job by the exit-code rule first.
+        runtime.set_job_condition("default", "llm", "Failed", "PodFailurePolicy",
+                                  "Container trainer for pod default/llm-0-1 failed with exit code 1 matching "
+                                  "FailJob rule at index 1")
+    ctl.reconcile(KEY)
+    job = current(store)
+    assert job.status.restarts == 0 and job.status.disruptions == 1 and job.status.attempt == 1
+    assert job.status.phase == "Restarting"
+    running = job.status.condition("Running")
+    assert running.reason == "Disrupted" and "replica 1" in running.message and "EvictionByEvictionAPI" in running.message
+    assert reasons(store)[-1] == "Disrupted"
+    ctl.reconcile(KEY)  # the disrupted attempt is deleted (foreground) ...
+    assert runtime.get("Job", "default", "llm") is None
+    ctl.reconcile(KEY)  # ... and the next one created at once: no back-off for the platform's doing
+    assert job_env(runtime)["SHIPYARD_RESTART_COUNT"] == "1"  # non-zero: resume from the checkpoint
+    assert runtime.get("Job", "default", "llm")["metadata"]["labels"]["shipyard.dev/restart"] == "1"
+    runtime.add_pods("default", "llm", "Running")
+    ctl.reconcile(KEY)
+    job = current(store)
+    assert job.status.phase == "Running" and job.status.restarts == 0
+    assert [r.phase for r in job.status.replica_statuses] == ["Running", "Running"]  # the new attempt's pods
+
+
+def test_job_failed_by_the_disruption_rule_after_the_pod_is_gone(world):
+    store, runtime, clock, ctl = world
+    store.apply([make_job()])
+    ctl.reconcile(KEY)
+    runtime.add_pods("default", "llm", "Running")
+    ctl.reconcile(KEY)
+    gone = disrupt(runtime, 0, reason="DeletionByPodGC")
+    runtime.objects.pop(("Pod", "default", gone["metadata"]["name"]))  # evicted pods are deleted
+    runtime.set_job_condition("default", "llm", "Failed", "PodFailurePolicy",
+                              "Pod default/llm-0-1 has condition DisruptionTarget matching FailJob rule at index 0")
+    ctl.reconcile(KEY)
+    job = current(store)
+    assert (job.status.restarts, job.status.disruptions) == (0, 1)
+    assert "matching FailJob rule at index 0" in job.status.condition("Running").message
+
+
+def test_a_real_failure_still_counts_after_a_disruption(world):
+    store, runtime, clock, ctl = world
+    store.apply([make_job(backoffSeconds=0)])
+    ctl.reconcile(KEY)
+    runtime.add_pods("default", "llm", "Running")
+    ctl.reconcile(KEY)
+    disrupt(runtime, 1)
+    for _ in range(3):
+        ctl.reconcile(KEY)
+    assert current(store).status.attempt == 1
+    runtime.add_pods("default", "llm", exit_codes={0: 7})  # the new attempt's replica 0 crashes by itself
+    runtime.set_job_condition("default", "llm", "Failed", "PodFailurePolicy", "exit code 7")
+    ctl.reconcile(KEY)
+    job = current(store)
+    assert (job.status.restarts, job.status.disruptions, job.status.attempt) == (1, 1, 2)
+    assert job.status.condition("Running").reason == "GangRestart"
+
+
+def test_disruption_at_the_deadline_is_not_retried(world):
+    store, runtime, clock, ctl = world
+    store.apply([make_job()])
+    ctl.reconcile(KEY)
+    runtime.add_pods("default", "llm", "Running")
+    ctl.reconcile(KEY)
+    disrupt(runtime, 1, reason="DeletionByTaintManager", phase="Running")
+    runtime.set_job_condition("default", "llm", "Failed", "DeadlineExceeded", "Job was active longer than specified")
+    ctl.reconcile(KEY)
+    assert current(store).status.phase == "Failed" and current(store).status.disruptions == 0
+
+
+class ForceDeletingRuntime(FakeRuntime):
+    def __init__(self):
+        super().__init__(graceful_delete=True)
+        self.forced = []
+
+    def force_delete_pod(self, namespace, name):
+        self.forced.append(name)
+        self.objects.pop(("Pod", namespace, name))
+
+
+def test_pod_stuck_on_a_lost_node_is_removed_by_force_so_the_next_attempt_starts(tmp_path):
+    store = SQLiteStore(tmp_path / "db")
+    runtime, clock = ForceDeletingRuntime(), FakeClock()
+    ctl = TrainingJobController(store, runtime, clock)
+    try:
+        store.apply([make_job()])
+        ctl.reconcile(KEY)
+        runtime.add_pods("default", "llm", "Running")
+        ctl.reconcile(KEY)
+        # The node stopped reporting: the node lifecycle controller evicted the replica (DisruptionTarget, a
+        # deletion deadline 30 s out), but no kubelet is left to finish it.
+        lost = disrupt(runtime, 1, reason="DeletionByTaintManager", phase="Running",
+                       deleting=clock.now() + timedelta(seconds=30))
+        ctl.reconcile(KEY)  # disruption recorded
+        ctl.reconcile(KEY)  # the attempt's Job is deleted (foreground): it stays while its pods do
+        for (kind, _, name), obj in list(runtime.objects.items()):
+            if kind == "Pod" and name != lost["metadata"]["name"]:
+                runtime.objects.pop((kind, "default", name))  # the live node's kubelet finished its pod
+        ctl.reconcile(KEY)
+        assert runtime.forced == []  # not before its deadline and the margin: a live kubelet may still answer
+        clock.advance(59)
+        ctl.reconcile(KEY)
+        assert runtime.forced == []
+        clock.advance(2)
+        ctl.reconcile(KEY)
+        assert runtime.forced == [lost["metadata"]["name"]]
+        assert "LostPodRemoved" in reasons(store)
+        assert current(store).status.restarts == 0
+    finally:
+        store.close()

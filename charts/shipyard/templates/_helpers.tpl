@@ -24,9 +24,9 @@ app.kubernetes.io/part-of: shipyard
 {{- end -}}
 
 {{/*
-Selector labels. The operator pods are component "gateway": the NetworkPolicy compiled for every Endpoint and
-App admits pods labelled app.kubernetes.io/name=shipyard, app.kubernetes.io/component=gateway (in a namespace
-labelled shipyard.dev/system=true), and the gateway runs in the operator's process.
+Selector labels. The gateway pods are component "gateway": the NetworkPolicy compiled for every Endpoint, App
+and Workspace admits pods labelled app.kubernetes.io/name=shipyard, app.kubernetes.io/component=gateway (in a
+namespace labelled shipyard.dev/system=true). The operator pods are component "operator".
 */}}
 {{- define "shipyard.selectorLabels" -}}
 app.kubernetes.io/name: shipyard

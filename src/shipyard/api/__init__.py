@@ -7,6 +7,6 @@ SQLite locally and custom resources on a cluster.
 
 from .app import create_app
 from .auth import hash_token, load_or_create_admin_token
-from .logs import LogSource
+from .logs import LogOptions, LogSource
 
-__all__ = ["LogSource", "create_app", "hash_token", "load_or_create_admin_token"]
+__all__ = ["LogOptions", "LogSource", "create_app", "hash_token", "load_or_create_admin_token"]

@@ -9,11 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from shipyard.resources import KINDS, load_resources
-
-from . import progress
 from .common import CliError, ProjectOption, make_client, project_of, read_manifests
 
 
@@ -28,16 +24,23 @@ def apply(
     project: ProjectOption = None,
 ) -> None:
     """Create or update resources from manifests (all documents, all files, in one atomic step)."""
+    from shipyard.resources import KINDS, load_resources
+
     documents = read_manifests(filenames, project_of(ctx, project), local_workdir=True)
     load_resources(documents)  # refuse here, naming file/document/field, before anything is sent
-    console = Console(highlight=False, soft_wrap=True)
     with make_client() as client:
         results = client.apply([(d.source, d.index, d.body) for d in documents], dry_run=dry_run)
         suffix = " (dry run)" if dry_run else ""
         for item in results:
-            console.print(f"{item['kind'].lower()}/{item['name']} {item['action']}{suffix}")
+            typer.echo(f"{item['kind'].lower()}/{item['name']} {item['action']}{suffix}")
         if not wait or dry_run:
             return
+        # rich only for following: a plain apply must not pay for importing it.
+        from rich.console import Console
+
+        from . import progress
+
+        console = Console(highlight=False, soft_wrap=True)
         by_kind: dict[str, list[tuple[str, str]]] = {}
         serving: dict[str, list[tuple[str, str]]] = {}
         for item in results:

@@ -1,7 +1,12 @@
-"""What every verb shares: the one-line error type, the client, the project, references and manifest files.
+"""What every verb shares: the one-line error type, the client, the project, references, label selectors
+and manifest files.
 
 Manifests are read and validated here, before any request, so a bad file is reported as
 `FILE: document N: FIELD: problem` and nothing at all is sent to the control plane.
+
+Start-up cost is a feature here: every verb imports this module, so it imports only plain-Python parts of
+Shipyard at the top (kind names, the selector parser); the HTTP client and the pydantic kinds are imported by
+the functions that need them (docs/benchmarks.md, CLI start-up).
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ import sys
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from shipyard.client import Client
-from shipyard.compiler.common import LOCAL_WORKDIR_ANNOTATION
-from shipyard.resources import Document, Resource, parse_yaml, resolve_kind
-from shipyard.resources.manifest import MAX_TEXT_BYTES
+from shipyard.resources.names import KindName, resolve_name
+from shipyard.resources.selector import Selector, parse_selector
+
+if TYPE_CHECKING:
+    from shipyard.client import Client
+    from shipyard.resources import Document
 
 DEFAULT_PROJECT = "default"
 
@@ -49,20 +56,42 @@ CURRENT_STATE: ContextVar[State] = ContextVar("shipyard_cli_state", default=Stat
 
 
 def make_client() -> Client:
+    from shipyard.client import Client
+
     state = CURRENT_STATE.get()
     if state.context or state.kubeconfig:
         return Client.for_cluster(state.context, state.kubeconfig)
     return Client()
 
 
-def kind_of(word: str) -> type[Resource]:
+def kind_of(word: str) -> KindName:
+    """The kind's names (KIND, PLURAL, SHORT_NAMES); its pydantic class is `resources.kind_class(KIND)`."""
     try:
-        return resolve_kind(word)
+        return resolve_name(word)
     except KeyError as exc:
         raise CliError(exc.args[0]) from None
 
 
-def split_ref(what: str, name: str | None) -> tuple[type[Resource], str | None]:
+SelectorOption = Annotated[Optional[str], typer.Option(
+    "--selector", "-l", metavar="SELECTOR",
+    help="Only objects whose labels match, as kubectl: k=v, k==v, k!=v, k, !k, k in (a,b), k notin (a); "
+         "comma-separated terms must all hold.")]
+
+
+def selector_of(text: str | None) -> Selector:
+    """kubectl's `-l` text, parsed (`shipyard.resources.selector.parse_selector`); a one-line error if bad."""
+    try:
+        return parse_selector(text)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def labels_of(wire: dict) -> dict:
+    meta = wire.get("metadata")
+    return (meta.get("labels") or {}) if isinstance(meta, dict) else {}
+
+
+def split_ref(what: str, name: str | None) -> tuple[KindName, str | None]:
     """`KIND NAME`, `KIND/NAME` or a bare `KIND`, as kubectl accepts them."""
     if "/" in what:
         kind, _, ref_name = what.partition("/")
@@ -77,6 +106,8 @@ def split_ref(what: str, name: str | None) -> tuple[type[Resource], str | None]:
 # --- manifest files -------------------------------------------------------------------------------------
 
 def _read_limited(path: str) -> bytes:
+    from shipyard.resources.manifest import MAX_TEXT_BYTES
+
     limit_mb = MAX_TEXT_BYTES >> 20
     if path == "-":
         stream = getattr(sys.stdin, "buffer", None)
@@ -96,8 +127,9 @@ def _read_limited(path: str) -> bytes:
     return data
 
 
-def expand_paths(paths: list[str]) -> list[str]:
-    """Files as given; directories become their *.yaml/*.yml files (sorted, not recursive); `-` is stdin."""
+def expand_paths(paths: list[str], recursive: bool = False) -> list[str]:
+    """Files as given; directories become their *.yaml/*.yml files (sorted; with `recursive`, those of every
+    subdirectory too, as `kubectl -R`); `-` is stdin."""
     out: list[str] = []
     for raw in paths:
         if raw == "-":
@@ -106,7 +138,8 @@ def expand_paths(paths: list[str]) -> list[str]:
         path = Path(raw)
         if path.is_dir():
             try:
-                found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+                listed = path.rglob("*") if recursive else path.iterdir()
+                found = sorted(p for p in listed if p.suffix in (".yaml", ".yml") and p.is_file())
             except OSError as exc:
                 raise CliError(f"{raw}: cannot list directory: {exc.strerror or exc}") from None
             if not found:
@@ -122,6 +155,8 @@ def expand_paths(paths: list[str]) -> list[str]:
 def _complete(doc: Document, project: str, workdir: str | None) -> None:
     """Fill in what the user may leave out: the project, and (for the local runtime) the directory to run in.
     Malformed shapes are left alone for validation to report with the right path."""
+    from shipyard.compiler.common import LOCAL_WORKDIR_ANNOTATION
+
     body = doc.body
     meta = body.get("metadata") if isinstance(body, dict) else None
     if not isinstance(meta, dict):
@@ -135,10 +170,12 @@ def _complete(doc: Document, project: str, workdir: str | None) -> None:
             meta["annotations"].setdefault(LOCAL_WORKDIR_ANNOTATION, workdir)
 
 
-def read_manifests(paths: list[str], project: str, local_workdir: bool) -> list[Document]:
+def read_manifests(paths: list[str], project: str, local_workdir: bool, recursive: bool = False) -> list[Document]:
     """Parse every document of every path (ManifestError names file, document and field)."""
+    from shipyard.resources import parse_yaml
+
     documents: list[Document] = []
-    for path in expand_paths(paths):
+    for path in expand_paths(paths, recursive):
         data = _read_limited(path)
         docs = parse_yaml(data, path)
         workdir = None

@@ -104,6 +104,7 @@ def up(
         sys.stderr.flush()
         os.execv(sys.executable, argv)
     config.ensure_home(p)
+    argv += ["--log-file", str(p.daemon_log)]  # the daemon rotates it (and points its stdout/stderr at it)
     p.daemon_info.unlink(missing_ok=True)  # stale (its pid is dead): the new daemon's file is the signal
     with open(p.daemon_log, "ab") as log:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)

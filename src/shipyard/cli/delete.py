@@ -1,4 +1,4 @@
-"""`shipyard delete`: by KIND NAME, KIND/NAME, or every object a manifest names."""
+"""`shipyard delete`: by KIND NAME, KIND/NAME, KIND -l SELECTOR, or every object a manifest names."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from shipyard.client import ApiError
-from shipyard.resources import load_resources
-
-from .common import CliError, ProjectOption, make_client, project_of, read_manifests, split_ref
+from .common import (CliError, ProjectOption, SelectorOption, labels_of, make_client, project_of, read_manifests,
+                     selector_of, split_ref)
 
 
 def delete(
@@ -23,35 +21,52 @@ def delete(
                                                      help="Give up waiting after SECONDS.")] = None,
     ignore_not_found: Annotated[bool, typer.Option("--ignore-not-found",
                                                    help="An absent object is not an error.")] = False,
+    selector: SelectorOption = None,
     project: ProjectOption = None,
 ) -> None:
     """Delete resources (their finalizers run first: the job's processes are stopped)."""
+    from shipyard.client import ApiError
+
     namespace = project_of(ctx, project)
+    wanted = selector_of(selector)
+    targets: list[tuple[str, str, str]] = []
     if filenames:
-        if what:
-            raise CliError("give either -f PATH or KIND NAME, not both")
+        if what or selector:
+            raise CliError("give either -f PATH, KIND NAME or KIND -l SELECTOR, not several")
+        from shipyard.resources import load_resources
+
         targets = [(r.kind, r.metadata.namespace, r.metadata.name)
                    for r in load_resources(read_manifests(filenames, namespace, local_workdir=False))]
     elif what:
         cls, ref_name = split_ref(what, name)
-        if not ref_name:
-            raise CliError(f"delete needs a name: shipyard delete {cls.KIND.lower()}/NAME (or -f PATH)")
-        targets = [(cls.KIND, namespace, ref_name)]
+        if ref_name and selector:
+            raise CliError("give either a NAME or -l SELECTOR, not both")
+        if not ref_name and not selector:
+            raise CliError(f"delete needs a name: shipyard delete {cls.KIND.lower()}/NAME (or -l SELECTOR, -f PATH)")
+        if ref_name:
+            targets = [(cls.KIND, namespace, ref_name)]
     else:
-        raise CliError("nothing to delete: give KIND NAME, KIND/NAME or -f PATH")
+        raise CliError("nothing to delete: give KIND NAME, KIND/NAME, KIND -l SELECTOR or -f PATH")
     failures: list[str] = []
     with make_client() as client:
+        if selector:
+            # Matched on this side, as `get -l` does: what matches now is deleted, as with kubectl.
+            listed = client.list_wire(cls.KIND, namespace)[0]
+            targets = [(cls.KIND, namespace, w["metadata"]["name"]) for w in listed if wanted.matches(labels_of(w))]
+            if not targets:
+                typer.echo(f"No {cls.PLURAL} found in project {namespace} matching {selector}.", err=True)
         for kind, ns, obj_name in targets:
             try:
-                obj = client.delete(kind, obj_name, ns)
+                obj = client.delete_wire(kind, obj_name, ns)
             except ApiError as exc:
                 if exc.status == 404 and ignore_not_found:
                     continue
                 failures.append(str(exc))
                 continue
             typer.echo(f"{kind.lower()}/{obj_name} deleted")
-            if wait and obj.metadata.deletion_timestamp is not None:
-                client.wait_deleted(kind, obj_name, ns, resource_version=obj.metadata.resource_version,
+            meta = obj.get("metadata") or {}
+            if wait and meta.get("deletionTimestamp") is not None:
+                client.wait_deleted(kind, obj_name, ns, resource_version=meta.get("resourceVersion"),
                                     timeout=timeout)
     if failures:
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""

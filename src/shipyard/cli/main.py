@@ -3,29 +3,127 @@
 The contract: a failure the user can fix prints ONE line, `error: ...`, on stderr and exits 1 (usage errors
 keep click's 2); Ctrl-C exits 130 quietly. A traceback is shown only with SHIPYARD_DEBUG=1, because a
 traceback tells a user nothing about which file, document or field to fix.
+
+Start-up: a verb's module is imported only when that verb runs (LazyGroup), `--help` lists the verbs from
+their sources without importing any, typer runs without rich and converts options without pydantic. So `shipyard get tj` pays for typer, the HTTP client and
+nothing else (docs/benchmarks.md, CLI start-up; benchmarks/cli_startup.py measures it).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from importlib import metadata
-from typing import Annotated, NoReturn, Sequence
+from typing import Annotated, Any, NoReturn, Sequence
 
 import typer
+import typer.core
+import typer.main
 
-from shipyard.client import ShipyardError
-from shipyard.resources import ManifestError
-
-from . import apply, daemon, delete, get, logs, models, portforward, render, token, workspace
+from . import params
 from .common import CURRENT_STATE, DEFAULT_PROJECT, CliError, State, make_client
+
+# httpx imports its own command line (`httpx._main`: rich, pygments, click) and httpcore its HTTP/2 support
+# (h2, hpack) whenever those happen to be installed, which together cost more CPU than the rest of a `get`.
+# The CLI uses neither (HTTP/1.1 only); a module set to None makes each library fall back to its stub. Only
+# in this process, and only where the library is not loaded yet.
+for _library, _unused in (("httpx", "httpx._main"), ("httpcore", "httpcore._sync.http2"),
+                          ("httpcore", "httpcore._async.http2")):
+    if _library not in sys.modules:
+        sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
+
+# name -> (module, attribute). Registered by module path and imported only when run, so a verb's options are
+# whatever its module says now; `--help` reads each verb's one-line help from its source (verb_help).
+VERBS: dict[str, tuple[str, str]] = {
+    "apply": ("shipyard.cli.apply", "apply"),
+    "get": ("shipyard.cli.get", "get"),
+    "describe": ("shipyard.cli.get", "describe"),
+    "logs": ("shipyard.cli.logs", "logs"),
+    "delete": ("shipyard.cli.delete", "delete"),
+    "scale": ("shipyard.cli.scale", "scale"),
+    "render": ("shipyard.cli.render", "render"),
+    "up": ("shipyard.cli.daemon", "up"),
+    "down": ("shipyard.cli.daemon", "down"),
+    "version": ("shipyard.cli.main", "version"),
+    "token": ("shipyard.cli.token", "app"),
+    "port-forward": ("shipyard.cli.portforward", "port_forward"),
+    "models": ("shipyard.cli.models", "models"),
+    "open": ("shipyard.cli.workspace", "open_workspace"),
+    "suspend": ("shipyard.cli.workspace", "suspend"),
+    "resume": ("shipyard.cli.workspace", "resume"),
+}
+
+
+def verb_help(name: str) -> str:
+    """The first line of a verb's docstring (a group's `help=`), read from its source without importing it:
+    `shipyard --help` lists sixteen verbs, and importing them all would cost it what a `get` costs."""
+    import importlib.util
+    import re
+
+    module, attr = VERBS[name]
+    spec = importlib.util.find_spec(module)
+    try:
+        with open(spec.origin if spec and spec.origin else "", encoding="utf-8") as f:
+            source = f.read()
+    except OSError:
+        source = ""
+    found = re.search(rf'^def {attr}\(.*?\)\s*->\s*[\w\[\], |.]+:\s*\n\s+"""([^\n]*?)(?:"""|\n)', source,
+                      re.S | re.M) or re.search(rf'^{attr} = typer\.Typer\(help="([^"]*)"', source, re.M)
+    if found:
+        return found.group(1).strip()
+    command = load_verb(name)  # a shape the patterns above do not know: ask the verb itself
+    return (command.info.help if isinstance(command, typer.Typer) else command.__doc__ or "").strip().split("\n")[0]
+
+
+def load_verb(name: str) -> Any:
+    """The verb's callback (or, for a group such as `token`, its typer app), imported now."""
+    module, attr = VERBS[name]
+    return getattr(importlib.import_module(module), attr)
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """A typer group whose verbs are imported when invoked, so one verb never pays for the others' imports."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in VERBS if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in VERBS:
+            target = load_verb(cmd_name)
+            if isinstance(target, typer.Typer):
+                command = typer.main.get_group(target)
+            else:
+                # By module path, at call time: a verb's signature (its options) is read from its module as
+                # it is now, so editing a verb never means editing this table too.
+                command = typer.main.get_command_from_info(
+                    typer.models.CommandInfo(name=cmd_name, callback=target),
+                    pretty_exceptions_short=False, rich_markup_mode=None)
+            command.name = cmd_name
+            self.commands[cmd_name] = command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # Listing verbs must not import them all (verb_help reads their sources).
+        rows = [(name, verb_help(name)) for name in VERBS]
+        limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, _shorten(text, limit)) for name, text in rows])
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:max(limit - 3, 1)].rstrip() + "..."
+
+
+params.install()  # options converted without pydantic (cli/params.py)
 
 app = typer.Typer(
     name="shipyard",
+    cls=LazyGroup,
     help="Train, fine-tune and serve models from one declarative spec, on this machine or a cluster.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: importing rich costs more than the rest of a `get`
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -49,11 +147,9 @@ def main(
 
 def version() -> None:
     """Print the client's version and, if one is reachable, the control plane's."""
-    try:
-        mine = metadata.version("shipyard")
-    except metadata.PackageNotFoundError:
-        mine = "unknown"
-    typer.echo(f"Client: {mine}")
+    from shipyard.client import ShipyardError
+
+    typer.echo(f"Client: {_client_version()}")
     try:
         with make_client() as client:
             server = client.version()
@@ -62,21 +158,23 @@ def version() -> None:
         typer.echo(f"Server: not reachable ({exc})")
 
 
-app.command("apply")(apply.apply)
-app.command("get")(get.get)
-app.command("describe")(get.describe)
-app.command("logs")(logs.logs)
-app.command("delete")(delete.delete)
-app.command("render")(render.render)
-app.command("up")(daemon.up)
-app.command("down")(daemon.down)
-app.command("version")(version)
-app.add_typer(token.app, name="token")
-app.command("port-forward")(portforward.port_forward)
-app.command("models")(models.models)
-app.command("open")(workspace.open_workspace)
-app.command("suspend")(workspace.suspend)
-app.command("resume")(workspace.resume)
+def _client_version() -> str:
+    """This package's version from its installed metadata, read directly: `importlib.metadata` costs ~40 ms of
+    imports (email parsing, zipfile) for one line of one file."""
+    import glob
+
+    for entry in sys.path:
+        for meta in glob.glob(os.path.join(entry or ".", "shipyard-*.dist-info", "METADATA")):
+            try:
+                with open(meta, encoding="utf-8") as f:
+                    for line in f:
+                        if line.startswith("Version:"):
+                            return line.split(":", 1)[1].strip()
+                        if not line.strip():
+                            break
+            except OSError:
+                continue
+    return "unknown"
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -104,7 +202,7 @@ def main_exit_code(argv: Sequence[str] | None = None) -> int:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         return _fail(exc.format_message() + hint, exc.exit_code)
-    except (CliError, ShipyardError, ManifestError) as exc:
+    except CliError as exc:
         return _fail(str(exc))
     except BrokenPipeError:
         # `shipyard get ... | head`: the reader left; stop quietly (and keep Python from complaining at exit).
@@ -113,9 +211,22 @@ def main_exit_code(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         return _fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
     except Exception as exc:
+        if isinstance(exc, _user_errors()):
+            return _fail(str(exc))
         if os.environ.get("SHIPYARD_DEBUG"):
             raise
         return _fail(f"unexpected {type(exc).__name__}: {exc} (set SHIPYARD_DEBUG=1 for a traceback)")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The client's and the manifest parser's refusals, one line each. Looked up, not imported: a verb that
+    never loaded them cannot have raised them, and importing them would cost every verb their start-up."""
+    found = []
+    for module, name in (("shipyard.client", "ShipyardError"), ("shipyard.resources.manifest", "ManifestError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

@@ -3,10 +3,15 @@
 Each accepted connection gets its own WebSocket to the API's portforward route, which connects to a ready
 replica; bytes are pumped both ways by two threads per connection (a handful of connections from a browser
 or a debugger: threads are simpler than an event loop here and cost nothing that matters).
+
+It stops on SIGINT and SIGTERM through handlers of its own: a command started in the background by a
+non-interactive shell inherits SIGINT *ignored*, and Python then never installs its Ctrl-C handler, so a
+forwarder relying on KeyboardInterrupt would run until killed.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 from typing import Annotated
@@ -17,6 +22,21 @@ import typer
 from .common import CliError, ProjectOption, make_client, project_of, split_ref
 
 CHUNK = 64 * 1024
+
+
+class _Stop(Exception):
+    """Raised in the main thread by the SIGINT/SIGTERM handler: ends the accept loop."""
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise _Stop(signum)
+
+
+def _install_stop_handlers() -> dict[int, object]:
+    """Our handlers for SIGINT and SIGTERM (whatever was inherited, ignored included); the old ones returned."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers (an embedding caller stops us its own way)
+    return {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _ports(spec: str) -> tuple[int, str | None]:
@@ -93,13 +113,16 @@ def port_forward(
     except OSError as exc:
         raise CliError(f"cannot listen on {address}:{local}: {exc.strerror}") from None
     listener.listen(64)
-    typer.echo(f"Forwarding from {address}:{listener.getsockname()[1]} -> {cls.KIND.lower()}/{obj_name}"
-               f":{remote or 'http'} (Ctrl-C to stop)")
+    previous = _install_stop_handlers()  # before the line below: whoever reads it may signal at once
     try:
+        typer.echo(f"Forwarding from {address}:{listener.getsockname()[1]} -> {cls.KIND.lower()}/{obj_name}"
+                   f":{remote or 'http'} (Ctrl-C to stop)")
         while True:
             conn, _ = listener.accept()
             threading.Thread(target=_relay, args=(conn, ws_url, token), daemon=True).start()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stop):
         pass
     finally:
         listener.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]

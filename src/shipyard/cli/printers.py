@@ -2,16 +2,18 @@
 
 Table columns are data, keyed by kind: a new kind adds a row spec to COLUMNS, not printing code. Values are
 read from the wire form (camelCase dicts), so the columns name the same paths `-o yaml` shows.
+
+PyYAML is imported where YAML is written, not here: a table needs none of it, and every `get` pays for what
+this module imports.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
-
-import yaml
 
 Wire = dict[str, Any]
 
@@ -199,6 +201,8 @@ def sweep_trials(obj: Wire) -> list[str]:
 def dump(data: Any, output: str) -> str:
     if output == "json":
         return json.dumps(data, indent=2) + "\n"
+    import yaml
+
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
@@ -207,6 +211,8 @@ def as_list(items: list[Wire]) -> Wire:
 
 
 def dump_documents(objects: list[Wire]) -> str:
+    import yaml
+
     return "---\n".join(yaml.safe_dump(o, sort_keys=False, default_flow_style=False) for o in objects)
 
 
@@ -231,6 +237,47 @@ def _section(title: str, headers: list[str], rows: list[list[str]]) -> list[str]
     return [f"{title}:"] + ["  " + line for line in format_rows([headers, *rows])]
 
 
+# Compiled on first use (re.compile at import would cost every `get`, which never prints YAML).
+_PLAIN = r"^[A-Za-z0-9_/.@+-][A-Za-z0-9_/.@+ =,:-]*$"
+_AMBIGUOUS = r"(?i)^(?:[-+]?[0-9_.]+(?:[eE][-+]?[0-9]+)?|true|false|yes|no|on|off|null|~|y|n)$"
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    plain = re.match(_PLAIN, text) and not re.match(_AMBIGUOUS, text) and ": " not in text and not text.endswith(":")
+    return text if plain else json.dumps(text)  # a JSON string is a valid double-quoted YAML scalar
+
+
+def block_yaml(value: Any, indent: str = "") -> list[str]:
+    """Plain data as block-style YAML lines, for `describe`: what PyYAML would print for a spec, without
+    importing PyYAML (a `describe` must not pay for it; `-o yaml` still uses it)."""
+    lines: list[str] = []
+    items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+    for key, item in items:
+        head = f"{indent}{key}:" if key is not None else f"{indent}-"
+        if isinstance(item, (dict, list)) and item:
+            nested = block_yaml(item, indent + "  " if key is not None or isinstance(item, list) else "")
+            if key is None and isinstance(item, dict):  # `- first: 1` then the other keys under it
+                lines.append(f"{head} {nested[0].lstrip()}")
+                lines += [indent + "  " + line for line in nested[1:]]
+            elif key is not None and isinstance(item, list):
+                lines.append(head)
+                lines += block_yaml(item, indent)
+            else:
+                lines.append(head)
+                lines += nested
+        else:
+            shown = ("{}" if isinstance(item, dict) else "[]") if isinstance(item, (dict, list)) else _scalar(item)
+            lines.append(f"{head} {shown}")
+    return lines
+
+
 def describe(obj: Wire, events: list[Wire]) -> str:
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
     lines = [
@@ -246,7 +293,7 @@ def describe(obj: Wire, events: list[Wire]) -> str:
         lines.append(f"Deleting:     since {_when(meta['deletionTimestamp'])}, finalizers {meta.get('finalizers')}")
     lines.append("Spec:")
     spec = {k: v for k, v in (obj.get("spec") or {}).items() if v not in ([], {}, None)}
-    lines += ["  " + line for line in yaml.safe_dump(spec, sort_keys=False).splitlines()]
+    lines += ["  " + line for line in block_yaml(spec)]
     lines.append("Status:")
     special = {"conditions", "replicaStatuses", "progress"}
     for key, value in status.items():

@@ -12,8 +12,6 @@ from typing import Annotated
 
 import typer
 
-from shipyard.resources.workspace import Workspace
-
 from .common import CliError, ProjectOption, make_client, project_of, split_ref
 
 NameArg = Annotated[str, typer.Argument(help="workspace/NAME (or NAME)", metavar="WORKSPACE")]
@@ -23,7 +21,7 @@ def _name(ref: str) -> str:
     if "/" not in ref:
         return ref
     cls, name = split_ref(ref, None)
-    if cls is not Workspace or not name:
+    if cls.KIND != "Workspace" or not name:
         raise CliError(f"expected workspace/NAME, got {ref!r}")
     return name
 

@@ -199,6 +199,21 @@ class KubeApi:
         except httpx.HTTPError as exc:
             raise _error(exc) from None
 
+    def list_page(self, kind: str, namespace: str | None, limit: int | None,
+                  continue_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a list and the cluster's token for the next (None on the last): the API server's own
+        `limit`/`continue`, which lightkube's `list` follows by itself, so one request is made by hand."""
+        t = self.resource_type(kind)
+        generic = self._client._client  # noqa: SLF001 - lightkube has no public one-page list
+        try:
+            br = generic.prepare_request("list", res=self._cls(kind),
+                                         **({"namespace": namespace or "*"} if t.namespaced else {}),
+                                         params={"limit": limit, "continue": continue_token})
+            more, _, items = generic.handle_response("list", generic.send(generic.build_adapter_request(br)), br)
+            return [_plain(item) for item in items], br.params.get("continue") if more else None
+        except httpx.HTTPError as exc:
+            raise _error(exc) from None
+
     # --- writes --------------------------------------------------------------------------------------
 
     def apply(self, obj: dict[str, Any], force: bool = True, field_manager: str | None = None) -> dict[str, Any]:
@@ -301,9 +316,31 @@ class KubeApi:
                     self._watch_clients.remove(client)
             _close(client)
 
-    def log(self, namespace: str, pod: str, follow: bool = False, tail_lines: int | None = None) -> Iterator[str]:
+    def log(self, namespace: str, pod: str, follow: bool = False, tail_lines: int | None = None,
+            previous: bool = False, since_seconds: int | None = None) -> Iterator[str]:
+        """Lines of a pod's log: the pod log API's `follow`, `tailLines`, `previous` and `sinceSeconds`."""
+        if not previous:
+            try:
+                yield from self._client.log(pod, namespace=namespace, follow=follow, tail_lines=tail_lines,
+                                            since=since_seconds)
+            except httpx.HTTPError as exc:
+                error = _error(exc)
+                if isinstance(error, KubeNotFound):
+                    return
+                raise error from None
+            return
+        # lightkube's log() has no `previous`: the same request, made by hand with it.
+        from lightkube.core.internal_resources import core_v1
+
+        generic = self._client._client  # noqa: SLF001
+        params = {"previous": True, "follow": follow, "tailLines": tail_lines, "sinceSeconds": since_seconds}
         try:
-            yield from self._client.log(pod, namespace=namespace, follow=follow, tail_lines=tail_lines)
+            br = generic.prepare_request("get", core_v1.PodLog, name=pod, namespace=namespace, params=params)
+            resp = generic.send(generic.build_adapter_request(br), stream=follow)
+            if resp.is_error and follow:
+                resp.read()
+            generic.raise_for_status(resp)
+            yield from (line + "\n" for line in resp.iter_lines())
         except httpx.HTTPError as exc:
             error = _error(exc)
             if isinstance(error, KubeNotFound):

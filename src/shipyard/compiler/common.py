@@ -28,6 +28,9 @@ GATEWAY_SERVICE_URL = "http://shipyard-gateway.shipyard-system.svc"
 # labels; the admin labels the namespace) …
 SYSTEM_NAMESPACE_LABEL = "shipyard.dev/system"
 GATEWAY_POD_LABELS = {"app.kubernetes.io/component": "gateway", "app.kubernetes.io/name": "shipyard"}
+# … the operator's pods, only where the operator itself calls the pod (a Workspace's IDE, asked about activity;
+# the gateway is a Deployment of its own) …
+OPERATOR_POD_LABELS = {"app.kubernetes.io/component": "operator", "app.kubernetes.io/name": "shipyard"}
 # … and, for resources with an Ingress, the ingress controller's namespace, which the cluster admin labels.
 INGRESS_NAMESPACE_LABEL = "shipyard.dev/ingress-controller"
 RUN_AS_USER = 1000
@@ -117,12 +120,14 @@ def volume_claim(resource: Resource, volume: Any) -> dict[str, Any]:
     }
 
 
-def gateway_only_network_policy(resource: Resource, port_name: str, from_ingress: bool) -> dict[str, Any]:
-    """Admit only the Shipyard gateway (and, with an Ingress, the ingress controller) to the named port."""
+def gateway_only_network_policy(resource: Resource, port_name: str, from_ingress: bool,
+                                from_operator: bool = False) -> dict[str, Any]:
+    """Admit only the Shipyard gateway (and, with an Ingress, the ingress controller; with `from_operator`,
+    the operator) to the named port."""
     peers: list[dict[str, Any]] = [{
         "namespaceSelector": {"matchLabels": {SYSTEM_NAMESPACE_LABEL: "true"}},
-        "podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)},
-    }]
+        "podSelector": {"matchLabels": dict(labels)},
+    } for labels in ([GATEWAY_POD_LABELS, OPERATOR_POD_LABELS] if from_operator else [GATEWAY_POD_LABELS])]
     if from_ingress:
         peers.append({"namespaceSelector": {"matchLabels": {INGRESS_NAMESPACE_LABEL: "true"}}})
     return {

@@ -1,10 +1,16 @@
-"""TrainingJob → PVCs + a headless Service + an Indexed Job.
+"""TrainingJob → PVCs + a headless Service + a NetworkPolicy + an Indexed Job.
 
 Why an Indexed Job with a pod failure policy: every replica gets a stable index (its node rank) and a stable
 DNS name (`NAME-INDEX.NAME`), and the first failed pod fails the whole Job. Kubernetes then stops the other
 pods and the TrainingJob controller restarts the gang as one — partial restarts of a DDP gang only hang.
-Pods terminated by a disruption (node drain, preemption, `shipyard down`) are ignored by the policy and
-recreated, which is not counted as a failure.
+A pod terminated by a disruption (preemption, node drain, eviction, node loss, `shipyard down`: the
+`DisruptionTarget` condition) fails the Job too, by a rule of its own (index 0), rather than being ignored and
+replaced alone: a lone replacement cannot join its peers' collective, which would hang until it timed out and
+then fail as a counted restart. The controller tells the two rules apart and restarts a disrupted gang
+without counting it.
+
+Why a NetworkPolicy: the rendezvous port and the collectives' (gloo/NCCL pick their ports at random) need only
+the gang's own pods; nothing else in the namespace should reach a training process.
 """
 
 from __future__ import annotations
@@ -31,6 +37,14 @@ from .common import (
 )
 
 RENDEZVOUS_PORT = 29500
+# The failure policy's rules, by index: Kubernetes names the matching index in the Job's Failed condition.
+DISRUPTION_RULE = 0
+DISRUPTION_RULE_MESSAGE = f"has condition DisruptionTarget matching FailJob rule at index {DISRUPTION_RULE}"
+# How long a replica stays bound to a node that stopped reporting (NotReady / unreachable) before the node
+# lifecycle controller evicts it; Kubernetes' default is 300 s. A gang missing one replica makes no progress
+# while every other replica holds its accelerators, and a disruption restart is free (it resumes from the last
+# checkpoint and is not counted), so waiting five minutes for the node to come back costs more than it saves.
+NODE_LOSS_TOLERATION_SECONDS = 60
 CONTAINER_NAME = "trainer"
 SHM_VOLUME = "dshm"
 
@@ -43,7 +57,7 @@ class TrainingJobContext:
     the TrainingJob names a Kueue LocalQueue (label `kueue.x-k8s.io/queue-name`, copied to the Job), in which
     case Kueue admits it when its quota allows."""
 
-    restart: int = 0
+    restart: int = 0  # the gang's attempt: counted restarts plus disruption restarts (status.attempt)
     admitted: bool = False
 
 
@@ -108,6 +122,20 @@ def headless_service(job: TrainingJob) -> dict[str, Any]:
     }
 
 
+def gang_network_policy(job: TrainingJob) -> dict[str, Any]:
+    """Ingress to the gang's pods only from the gang's pods, on every port (collectives pick theirs at random).
+
+    The selector is the job's own labels, not the attempt's, so a policy applied once covers every attempt.
+    Logs, port-forward and exec go through the kubelet, not the pod network, so they need no rule."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": object_meta(job, job.metadata.name),
+        "spec": {"ingress": [{"from": [{"podSelector": {"matchLabels": selector_labels(job)}}]}],
+                 "podSelector": {"matchLabels": selector_labels(job)}, "policyTypes": ["Ingress"]},
+    }
+
+
 def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
     spec = job.spec
     pod_labels = {**object_labels(job), RESTART_LABEL: str(ctx.restart)}
@@ -143,7 +171,9 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
         "parallelism": spec.replicas,
         "suspend": not ctx.admitted,
         "podFailurePolicy": {"rules": [
-            {"action": "Ignore", "onPodConditions": [{"status": "True", "type": "DisruptionTarget"}]},
+            # Index 0 (DISRUPTION_RULE): a disrupted replica fails the Job at once, so its peers stop now
+            # instead of in a collective's timeout; the controller recreates the gang without counting it.
+            {"action": "FailJob", "onPodConditions": [{"status": "True", "type": "DisruptionTarget"}]},
             {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},
         ]},
         "template": {
@@ -154,6 +184,9 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
                 "securityContext": pod_security_context(),
                 "subdomain": job.metadata.name,
                 "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
+                "tolerations": [{"effect": "NoExecute", "key": key, "operator": "Exists",
+                                 "tolerationSeconds": NODE_LOSS_TOLERATION_SECONDS}
+                                for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")],
                 "volumes": [{"name": v.name, "persistentVolumeClaim": {"claimName": v.name}}
                             for v in spec.volumes]
                 + [{"emptyDir": {"medium": "Memory"}, "name": SHM_VOLUME}],
@@ -173,4 +206,4 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
 def compile_trainingjob(job: TrainingJob, ctx: TrainingJobContext | None = None) -> list[dict[str, Any]]:
     ctx = ctx or TrainingJobContext()
     claims = [volume_claim(job, v) for v in sorted(job.spec.volumes, key=lambda v: v.name)]
-    return [*claims, headless_service(job), indexed_job(job, ctx)]
+    return [*claims, headless_service(job), gang_network_policy(job), indexed_job(job, ctx)]

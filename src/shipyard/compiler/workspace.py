@@ -174,7 +174,9 @@ def compile_workspace(ws: Workspace, ctx: WorkspaceContext | None = None) -> lis
     ctx = ctx or WorkspaceContext(running=not ws.spec.suspend)
     objects = [home_claim(ws)] + [volume_claim(ws, v) for v in sorted(ws.spec.volumes, key=lambda v: v.name)]
     objects += [stateful_set(ws, ctx), service(ws),
-                gateway_only_network_policy(ws, PORT_NAME, from_ingress=ws.spec.ingress is not None)]
+                # The operator asks the IDE itself whether it is in use (kernels, editor heartbeat).
+                gateway_only_network_policy(ws, PORT_NAME, from_ingress=ws.spec.ingress is not None,
+                                            from_operator=True)]
     if ws.spec.ingress is not None:
         objects.append(ingress(ws))
     return objects

@@ -3,7 +3,11 @@
 Controllers never import mlflow: the composition root gives them a Tracker (shipyard.tracking.MlflowTracker
 against the tracking server `shipyard up` starts, or an external one), or none — then nothing is tracked and
 everything else works. Every call may fail (the server starting, restarting, unreachable): callers treat a
-TrackingError as "try again on a later reconcile", never as a reason to fail a training job.
+TrackingError as "try again on a later reconcile", never as a reason to fail a training job. A TrackingRejected
+is the one failure that retrying cannot cure (the server answered and refused): whoever waits on the call
+(a Sweep registering its best trial) stops waiting and says why.
+
+`experiment` is the project: how it is named in the tracker is the tracker's business (MLflow: `shipyard/<project>`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ RunStatus = Literal["RUNNING", "FINISHED", "FAILED", "KILLED"]
 
 
 class TrackingError(Exception):
-    """The tracker could not do it now (server down, not ready yet, rejected): retry later."""
+    """The tracker could not do it now (server down, not ready yet): retry later."""
+
+
+class TrackingRejected(TrackingError):
+    """The tracker answered and refused (an invalid name, no permission, a run that does not exist): the same
+    call will fail again."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,9 @@ class Tracker(Protocol):
 
     def set_terminated(self, run_id: str, status: RunStatus) -> None: ...
 
+    def set_parent(self, run_id: str, parent_run_id: str) -> None:
+        """Nest a run under another after the fact (a run created before its parent existed). Idempotent."""
+
     def register_model(self, name: str, run_id: str | None, volume: str, path: str,
                        aliases: tuple[str, ...] = (), project: str | None = None) -> ModelVersion:
         """A new version of registered model `name` whose files are `path` on project volume `volume`.
@@ -67,17 +79,21 @@ class Tracker(Protocol):
 
 @dataclass
 class FakeTracker:
-    """Records everything in memory; `fail` makes every call raise TrackingError (a server that is down)."""
+    """Records everything in memory; `fail` makes every call raise TrackingError (a server that is down), and
+    the calls named in `refuse` raise TrackingRejected (a server that says no)."""
 
     runs: dict[str, dict] = field(default_factory=dict)
     models: list[ModelVersion] = field(default_factory=list)
     fail: bool = False
+    refuse: set[str] = field(default_factory=set)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _check(self) -> None:
+    def _check(self, call: str = "") -> None:
         if self.fail:
             raise TrackingError("tracking server unavailable")
+        if call in self.refuse:
+            raise TrackingRejected(f"{call} refused")
 
     def ensure_run(self, key, experiment, run_name, params, tags, parent_run_id=None):
         self._check()
@@ -102,8 +118,14 @@ class FakeTracker:
         self._check()
         self.runs[run_id]["status"] = status
 
+    def set_parent(self, run_id, parent_run_id):
+        self._check("set_parent")
+        if run_id not in self.runs:
+            raise TrackingRejected(f"run {run_id!r} does not exist")
+        self.runs[run_id]["parent"] = parent_run_id
+
     def register_model(self, name, run_id, volume, path, aliases=(), project=None):
-        self._check()
+        self._check("register_model")
         with self._lock:
             if project is None and run_id in self.runs:
                 project = self.runs[run_id]["tags"].get("shipyard.project")

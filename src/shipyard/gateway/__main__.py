@@ -1,10 +1,14 @@
-"""python -m shipyard.gateway: the gateway with static routes, for manual use and benchmarks.
+"""python -m shipyard.gateway: the gateway with static routes (manual use, benchmarks), or on a cluster.
 
     python -m shipyard.gateway --port 8080 --route demo/echo=127.0.0.1:9001,127.0.0.1:9002 --public
     python -m shipyard.gateway --route demo/llm=127.0.0.1:9001 --key demo=sk-test
+    python -m shipyard.gateway --in-cluster --host 0.0.0.0 --port 7480      # the chart's shipyard-gateway pods
+    python -m shipyard.gateway --kubeconfig ~/.kube/config --port 7480       # the same, from outside a cluster
 
-Routes are public with --public; otherwise each needs a key of its project (--key PROJECT=TOKEN, repeatable,
-or SHIPYARD_GATEWAY_KEYS="PROJECT=TOKEN,…" to keep tokens out of the process list).
+Static: routes are public with --public; otherwise each needs a key of its project (--key PROJECT=TOKEN,
+repeatable, or SHIPYARD_GATEWAY_KEYS="PROJECT=TOKEN,…" to keep tokens out of the process list).
+Cluster (--in-cluster or --kubeconfig): routes and keys come from the Kubernetes API (shipyard.gateway_cluster,
+imported only then: the gateway package itself knows nothing of Shipyard's control plane).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -45,7 +50,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--public", action="store_true", help="no API key needed on any route")
     parser.add_argument("--key", action="append", default=[], metavar="PROJECT=TOKEN")
     parser.add_argument("--access-log", action="store_true", help="log one line per request to stderr")
+    cluster = parser.add_argument_group("cluster mode: routes and keys from the Kubernetes API")
+    cluster.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+    cluster.add_argument("--kubeconfig", default=None, help="outside a cluster: a kubeconfig file")
+    cluster.add_argument("--context", default=None, help="with --kubeconfig: its context")
+    cluster.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "shipyard-system"),
+                         help="Shipyard's namespace: API keys, and this replica's traffic report")
+    cluster.add_argument("--watch-namespaces", default="", help="comma-separated projects to route; empty: all")
+    cluster.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname(),
+                         help="names this replica's traffic report (the pod's name)")
+    cluster.add_argument("--domain", default=os.environ.get("SHIPYARD_GATEWAY_DOMAIN") or None,
+                         help="also route by Host: NAME.PROJECT.DOMAIN")
+    cluster.add_argument("--drain-seconds", type=float, default=0.0,
+                         help="after SIGTERM, answer /-/ready with 503 but keep serving this long")
     args = parser.parse_args(argv)
+    if args.in_cluster or args.kubeconfig:
+        if args.route or args.key or args.public:
+            parser.error("--route, --key and --public are for static routes, not with --in-cluster/--kubeconfig")
+        logging.basicConfig(level=logging.INFO if args.access_log else logging.WARNING,
+                            format="%(asctime)s %(name)s %(message)s")
+        from shipyard.gateway_cluster import serve
+
+        return serve(args)
     try:
         routes_given = [parse_route(r, args.public) for r in args.route]
     except argparse.ArgumentTypeError as exc:

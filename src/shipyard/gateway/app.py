@@ -42,8 +42,8 @@ def create_gateway_app(routes: RouteTable, keys: KeyVerifier, activate: Activate
                        ready: Callable[[], bool] | None = None) -> "GatewayApp":
     """The gateway as an ASGI app (serve it with GatewayServer, or any ASGI server with lifespan on).
 
-    `ready`: whether this gateway has routes to serve (`/-/ready`); a standby operator replica, whose route
-    table nobody fills, answers 503 there so that its Service sends it no traffic."""
+    `ready`: whether this gateway has routes to serve (`/-/ready`); a cluster gateway replica that has not
+    loaded its routes yet, or is shutting down, answers 503 there so that its Service sends it no traffic."""
     return GatewayApp(routes, keys, activate, domain=domain, hold_timeout=hold_timeout, queue_limit=queue_limit,
                       restart_hold_timeout=restart_hold_timeout, max_attempts=max_attempts,
                       retry_body_limit=retry_body_limit, connect_timeout=connect_timeout, ready=ready)
@@ -182,7 +182,8 @@ class GatewayApp:
             if self.ready is None or self.ready():
                 await send_bytes(send, 200, b"ready\n", b"text/plain; charset=utf-8")
             else:
-                await send_bytes(send, 503, b"standby: another replica leads\n", b"text/plain; charset=utf-8")
+                await send_bytes(send, 503, b"standby: not serving routes (loading them, or shutting down)\n",
+                                 b"text/plain; charset=utf-8")
         elif path == "/-/metrics":
             body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
             await send_bytes(send, 200, body, self.metrics.content_type)

@@ -1,20 +1,51 @@
-"""Shipyard's resource kinds (`shipyard.dev/v1alpha1`): pydantic models, no I/O, no other Shipyard imports."""
+"""Shipyard's resource kinds (`shipyard.dev/v1alpha1`): pydantic models, no I/O, no other Shipyard imports.
 
-from .app import App, AppSpec
-from .base import (API_GROUP, API_VERSION, Condition, FieldError, ObjectMeta, OwnerReference, Resource, Status,
-                   set_condition)
-from .endpoint import Endpoint, EndpointSpec
-from .manifest import Document, ManifestError, load_resources, parse_yaml, validate_document
-from .registry import KINDS, kind_class, resolve_kind
-from .serving import ServingResource, ServingSpec, ServingStatus
-from .sweep import Sweep, SweepSpec, SweepStatus, TrialStatus
-from .trainingjob import TrainingJob, TrainingJobSpec, TrainingJobStatus
-from .workspace import Workspace, WorkspaceSpec, WorkspaceStatus
+The names below are loaded on first use (PEP 562): `shipyard.resources.names` and `.selector` are plain
+Python, and a CLI call that only needs them must not pay for building every pydantic model at import.
+"""
 
-__all__ = [
-    "API_GROUP", "API_VERSION", "App", "AppSpec", "Condition", "Document", "Endpoint", "EndpointSpec", "FieldError",
-    "KINDS", "ManifestError", "ObjectMeta", "OwnerReference", "Resource", "ServingResource", "ServingSpec",
-    "ServingStatus", "Status", "Sweep", "SweepSpec", "SweepStatus", "TrainingJob", "TrainingJobSpec",
-    "TrainingJobStatus", "TrialStatus", "Workspace", "WorkspaceSpec", "WorkspaceStatus", "kind_class", "load_resources", "parse_yaml", "resolve_kind",
-    "set_condition", "validate_document",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import App, AppSpec
+    from .base import (API_GROUP, API_VERSION, Condition, FieldError, ObjectMeta, OwnerReference, Resource,
+                       Status, set_condition)
+    from .endpoint import Endpoint, EndpointSpec
+    from .manifest import Document, ManifestError, load_resources, parse_yaml, validate_document
+    from .registry import KINDS, kind_class, resolve_kind
+    from .serving import ServingResource, ServingSpec, ServingStatus
+    from .sweep import Sweep, SweepSpec, SweepStatus, TrialStatus
+    from .trainingjob import TrainingJob, TrainingJobSpec, TrainingJobStatus
+    from .workspace import Workspace, WorkspaceSpec, WorkspaceStatus
+
+_WHERE = {
+    "app": ("App", "AppSpec"),
+    "base": ("Condition", "FieldError", "ObjectMeta", "OwnerReference", "Resource", "Status", "set_condition"),
+    "names": ("API_GROUP", "API_VERSION"),
+    "endpoint": ("Endpoint", "EndpointSpec"),
+    "manifest": ("Document", "ManifestError", "load_resources", "parse_yaml", "validate_document"),
+    "registry": ("KINDS", "kind_class", "resolve_kind"),
+    "serving": ("ServingResource", "ServingSpec", "ServingStatus"),
+    "sweep": ("Sweep", "SweepSpec", "SweepStatus", "TrialStatus"),
+    "trainingjob": ("TrainingJob", "TrainingJobSpec", "TrainingJobStatus"),
+    "workspace": ("Workspace", "WorkspaceSpec", "WorkspaceStatus"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])

@@ -15,8 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-API_GROUP = "shipyard.dev"
-API_VERSION = f"{API_GROUP}/v1alpha1"
+from .names import API_GROUP, API_VERSION  # noqa: F401 - defined where importing them costs nothing
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Kubernetes label keys: optional DNS-subdomain prefix, then a name segment of at most 63 characters.

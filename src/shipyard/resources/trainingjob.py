@@ -155,7 +155,11 @@ class TrackingStatus(Model):
 
 class TrainingJobStatus(Status):
     phase: TrainingJobPhase = "Pending"
+    # Gang restarts after a failure, counted against maxRestarts.
     restarts: int = 0
+    # Gang restarts after a disruption (preemption, node drain, eviction, node loss): the platform's doing, so
+    # never counted against maxRestarts. Kept apart so that each gang still has an attempt number of its own.
+    disruptions: int = 0
     start_time: datetime | None = None
     completion_time: datetime | None = None
     last_restart_time: datetime | None = None
@@ -164,6 +168,12 @@ class TrainingJobStatus(Status):
     # The job's MLflow run, when the control plane tracks experiments.
     mlflow_run_id: str | None = None
     tracking: TrackingStatus | None = None
+
+    @property
+    def attempt(self) -> int:
+        """Which gang this is (0 first): names its Job's and pods' generation (label `shipyard.dev/restart`)
+        and is the workload's SHIPYARD_RESTART_COUNT, so a non-zero value always means "resume"."""
+        return self.restarts + self.disruptions
 
 
 class TrainingJob(Resource):

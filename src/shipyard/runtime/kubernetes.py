@@ -113,6 +113,11 @@ class KubernetesRuntime:
     def subscribe(self, callback: Callable[[OwnerKey], None]) -> None:
         self._subscribers.append(callback)
 
+    # --- PodForceDeleter capability ------------------------------------------------------------------
+
+    def force_delete_pod(self, namespace: str, name: str) -> None:
+        self._api.delete("Pod", namespace, name, grace_period_seconds=0)
+
     # --- LogReader capability ------------------------------------------------------------------------
 
     def read_log(self, namespace: str, pod: str, follow: bool = False,
@@ -121,11 +126,13 @@ class KubernetesRuntime:
         lines = None if tail_bytes is None else max(1, tail_bytes // ASSUMED_LINE_BYTES)
         return self.read_log_lines(namespace, pod, follow=follow, tail_lines=lines)
 
-    def read_log_lines(self, namespace: str, pod: str, follow: bool = False,
-                       tail_lines: int | None = None) -> Iterator[bytes]:
-        """The log API's own unit: the last `tail_lines` lines (what `shipyard logs --tail` asks for)."""
+    def read_log_lines(self, namespace: str, pod: str, follow: bool = False, tail_lines: int | None = None,
+                       previous: bool = False, since_seconds: int | None = None) -> Iterator[bytes]:
+        """The log API's own units: the last `tail_lines` lines, the lines of the last `since_seconds`, the
+        container's previous run (what `shipyard logs --tail/--since/--previous` ask for)."""
         try:
-            for line in self._api.log(namespace, pod, follow=follow, tail_lines=tail_lines):
+            for line in self._api.log(namespace, pod, follow=follow, tail_lines=tail_lines, previous=previous,
+                                      since_seconds=since_seconds):
                 yield line.encode("utf-8")
         except KubeError as exc:
             log.debug("no log for pod %s/%s: %s", namespace, pod, exc)

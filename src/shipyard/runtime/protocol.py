@@ -39,6 +39,14 @@ class Runtime(Protocol):
 
 
 @runtime_checkable
+class PodForceDeleter(Protocol):
+    """Removing a pod whose node is gone: a graceful deletion waits for a kubelet that will never answer (what
+    `kubectl delete pod --force --grace-period=0` does). Only a cluster has nodes to lose."""
+
+    def force_delete_pod(self, namespace: str, name: str) -> None: ...
+
+
+@runtime_checkable
 class LogReader(Protocol):
     def read_log(self, namespace: str, pod: str, follow: bool = False,
                  tail_bytes: int | None = None) -> Iterator[bytes]: ...

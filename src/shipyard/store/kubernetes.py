@@ -15,6 +15,7 @@ generation), so this is a translation, not a re-implementation. What differs, an
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -28,8 +29,9 @@ from shipyard.cluster.api import KubeApi, KubeConflict, KubeError, KubeNotFound,
 from shipyard.resources import KINDS, Resource, kind_class
 from shipyard.resources.base import API_VERSION, format_loc, utcnow
 
+from . import paging
 from .kubernetes_apikeys import KubernetesApiKeys
-from .protocol import ApplyResult, Conflict, Event, Gone, Invalid, NotFound, StoreError, WatchEvent
+from .protocol import ApplyResult, Conflict, Event, Gone, Invalid, ListPage, NotFound, StoreError, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,30 @@ class KubernetesStore:
                 except Invalid:
                     continue  # reported on the object; a list shows only what Shipyard can act on
         return sorted(out, key=lambda r: r.key)
+
+    def list_page(self, kind: str, namespace: str | None = None, name: str | None = None,
+                  limit: int | None = None, continue_token: str | None = None) -> ListPage:
+        """A page of the cluster's own list: `limit` and the cluster's continue token pass through (wrapped
+        with this store's version, which is what watches here resume from)."""
+        scopes = [namespace] if namespace else self._namespaces
+        if name is not None or len(scopes) > 1:
+            # One object, or several namespaces asked one by one: no single cluster list to page.
+            return paging.page_resources(self.list(kind, namespace), kind, namespace, name, limit, continue_token,
+                                         self._version)
+        version, upstream = self._version, None
+        if continue_token:
+            token = paging.decode(kind, namespace, name, continue_token)
+            version, upstream = token.resource_version, token.upstream
+        objs, following = self._call(self._api.list_page, kind, scopes[0], paging.check_limit(limit), upstream)
+        items = []
+        for obj in objs:
+            try:
+                items.append(json.dumps(self._load(obj).to_wire()))
+            except Invalid:
+                continue  # reported on the object; a list shows only what Shipyard can act on
+        nxt = paging.encode(kind, namespace, name, paging.Continuation(version, upstream=following)) \
+            if following else None
+        return ListPage(items, version, nxt)
 
     def current_version(self) -> int:
         return self._version

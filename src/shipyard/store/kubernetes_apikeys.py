@@ -67,6 +67,11 @@ class KubernetesApiKeys:
     def stop(self) -> None:
         self._stop.set()
 
+    def sync(self) -> None:
+        """Load every key now (the watch catches up later): a gateway starts serving with its keys known."""
+        for secret in self._secrets():
+            self._remember("ADDED", secret)
+
     def _watch(self) -> None:
         for type_, secret in self._api.watch("Secret", self._namespace, {KEY_LABEL: "true"}, self._stop):
             self._remember(type_, secret)

@@ -32,6 +32,12 @@ class Invalid(StoreError):
     status = 422
 
 
+class BadRequest(StoreError):
+    """The request itself cannot be answered as asked (a malformed or foreign continue token)."""
+
+    status = 400
+
+
 class Gone(StoreError):
     """A watch asked for history that is no longer kept: relist and watch from the new version."""
 
@@ -52,6 +58,18 @@ class WatchEvent:
 class ApplyResult:
     resource: Resource
     action: Literal["created", "configured", "unchanged"]
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a list, as JSON texts of wire objects: a store that already holds valid objects hands them
+    out as stored, so a list costs no model validation per row. `resource_version` is the first page's, on
+    every page: watching from it after the last page misses no change (it may repeat one a page already shows).
+    `continue_token` is None on the last page."""
+
+    items: list[str]
+    resource_version: int
+    continue_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,3 +141,13 @@ class Store(Protocol):
                      message: str) -> None: ...
 
     def list_events(self, kind: str, namespace: str, name: str) -> list[Event]: ...
+
+
+class PagedLister(Protocol):
+    """An optional capability beside Store: lists in pages (`limit`/`continue`, as Kubernetes lists), in wire
+    form. The API uses it when a store has it, and pages `Store.list` itself otherwise."""
+
+    def list_page(self, kind: str, namespace: str | None = None, name: str | None = None,
+                  limit: int | None = None, continue_token: str | None = None) -> ListPage:
+        """Objects of `kind` (one `name`, if given) ordered by namespace and name; BadRequest if the token is
+        malformed or from another list."""

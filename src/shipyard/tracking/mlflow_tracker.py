@@ -1,8 +1,14 @@
 """`controllers.tracking.Tracker` over MLflow's own client (`MlflowClient`), against any tracking server.
 
 What MLflow holds and how Shipyard finds it again:
-- one experiment per project, created on demand; a run per tracked object, found again by its tag
-  `shipyard.key` (so ensure_run is idempotent across controller restarts); nesting by `mlflow.parentRunId`.
+- one experiment per project, `shipyard/<project>`, created on demand: a bare project name put project
+  `default` next to MLflow's own experiment `Default`. Experiments of the bare name that earlier versions
+  made are renamed on first use (see _experiment_id): renaming keeps the experiment's id, so its runs, their
+  ids (in TrainingJob and Sweep statuses), parent links and the model versions pointing at them stay valid,
+  and a project's runs stay in one experiment, where ensure_run looks for them by key.
+- a run per tracked object, found again by its tag `shipyard.key` (so ensure_run is idempotent across
+  controller restarts); nesting by `mlflow.parentRunId`, which set_parent can also add to an existing run (a
+  trial whose run was made before its sweep's, because the tracking server answered late).
 - a model version per registration. Its files stay where a job wrote them, on a project volume: the version's
   tags `shipyard.project`, `shipyard.volume` and `shipyard.path` say what the platform mounts to serve it, and
   `shipyard.localUri` where the files are on this machine. The version's `source` is
@@ -12,7 +18,8 @@ What MLflow holds and how Shipyard finds it again:
 Every failure becomes a TrackingError. Controllers call this from their reconcile loops, so a server that is
 down must cost little: MLflow's client retries for minutes by default, and here it fails after one attempt
 (MLFLOW_HTTP_REQUEST_MAX_RETRIES, unless set) within MLFLOW_HTTP_REQUEST_TIMEOUT seconds, and after a
-failure to connect every call fails at once for UNREACHABLE_SECONDS instead of each trying again.
+failure to connect every call fails at once for UNREACHABLE_SECONDS instead of each trying again. An answer
+that refuses for good (REJECTED_CODES) is a TrackingRejected, so that nobody waits for it forever.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from shipyard.controllers.tracking import Metric, ModelVersion, RunStatus, TrackingError
+from shipyard.controllers.tracking import Metric, ModelVersion, RunStatus, TrackingError, TrackingRejected
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,9 +49,15 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE = 6000
 MAX_KEY = 250
 UNREACHABLE_SECONDS = 10.0
-# The client's HTTP behaviour, and no "View run at" line on stdout (the daemon's log) for every run that ends.
+EXPERIMENT_PREFIX = "shipyard/"
+# MLflow's error codes for a request that is wrong, not early: sending it again gets the same answer.
+REJECTED_CODES = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+                            "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST", "INVALID_STATE",
+                            "ENDPOINT_NOT_FOUND"})
+# The client's HTTP behaviour, no "View run at" line on stdout (the daemon's log) for every run that ends, and
+# no usage telemetry from the daemon's client (often offline; see docs/experiments.md to turn it on).
 CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -53,6 +66,10 @@ def configure_client() -> None:
     request). Values already set win. Processes this one starts inherit them, as they inherit its environment."""
     for name, value in CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def experiment_name(project: str) -> str:
+    return EXPERIMENT_PREFIX + project
 
 
 def metric_key(key: str) -> str:
@@ -103,18 +120,22 @@ class MlflowTracker:
                 raise TrackingError(f"MLflow tracking server {self.tracking_uri} is unreachable (starting, or down)") \
                     from exc
             self._experiments.clear()  # an experiment deleted or renamed behind our back: look it up again
-            raise TrackingError(f"MLflow {what}: {_message(exc)}") from exc
+            error = TrackingRejected if _code(exc) in REJECTED_CODES else TrackingError
+            raise error(f"MLflow {what}: {_message(exc)}") from exc
 
     # --- runs ----------------------------------------------------------------------------------------
 
-    def _experiment_id(self, client: Any, name: str) -> str:
-        cached = self._experiments.get(name)
+    def _experiment_id(self, client: Any, project: str) -> str:
+        cached = self._experiments.get(project)
         if cached is not None:
             return cached
+        name = experiment_name(project)
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
+            experiment = self._adopt_legacy(client, project)
+        if experiment is None:
             try:
-                experiment_id = client.create_experiment(name)
+                experiment_id = client.create_experiment(name, tags={PROJECT_TAG: project})
             except Exception as exc:
                 if _code(exc) != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -123,8 +144,36 @@ class MlflowTracker:
             experiment_id = experiment.experiment_id
             if experiment.lifecycle_stage == "deleted":
                 client.restore_experiment(experiment_id)  # deleted in the UI: a project's runs go on there
-        self._experiments[name] = experiment_id
+        self._experiments[project] = experiment_id
         return experiment_id
+
+    @staticmethod
+    def _adopt_legacy(client: Any, project: str) -> Any:
+        """The experiment named after the bare project, renamed `shipyard/<project>`, if Shipyard made it.
+
+        Renaming rather than searching both names on every lookup: the experiment keeps its id, so everything
+        that refers to its runs stays valid, and one rename on first use costs nothing afterwards. It is
+        Shipyard's if it holds a run tagged with the project (every run Shipyard made is); MLflow's own
+        `Default` (id 0, or a case-insensitive database's match for `default`) is never renamed."""
+        legacy = client.get_experiment_by_name(project)
+        if legacy is None or legacy.name != project or str(legacy.experiment_id) == "0":
+            return None
+        from mlflow.entities import ViewType
+
+        ours = client.search_runs([legacy.experiment_id], filter_string=f"tags.`{PROJECT_TAG}` = '{project}'",
+                                  run_view_type=ViewType.ALL, max_results=1)
+        if not ours:
+            return None
+        try:
+            client.rename_experiment(legacy.experiment_id, experiment_name(project))
+        except Exception as exc:
+            if _code(exc) != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(experiment_name(project))  # another daemon made it meanwhile
+        client.set_experiment_tag(legacy.experiment_id, PROJECT_TAG, project)
+        log.info("renamed MLflow experiment %r (runs of project %s made by an earlier Shipyard) to %r", project,
+                 project, experiment_name(project))
+        return client.get_experiment(legacy.experiment_id)
 
     def ensure_run(self, key: str, experiment: str, run_name: str, params: dict[str, str], tags: dict[str, str],
                    parent_run_id: str | None = None) -> str:
@@ -180,6 +229,9 @@ class MlflowTracker:
     def set_terminated(self, run_id: str, status: RunStatus) -> None:
         self._call("set_terminated", lambda client: client.set_terminated(run_id, status))
 
+    def set_parent(self, run_id: str, parent_run_id: str) -> None:
+        self._call("set_parent", lambda client: client.set_tag(run_id, PARENT_TAG, parent_run_id))
+
     # --- the model registry --------------------------------------------------------------------------
 
     def register_model(self, name: str, run_id: str | None, volume: str, path: str,
@@ -189,7 +241,7 @@ class MlflowTracker:
             if owner is None and run_id:
                 owner = client.get_run(run_id).data.tags.get(PROJECT_TAG)
             if not owner:
-                raise TrackingError(f"cannot register {name!r}: whose volume {volume!r} is it? Give the project "
+                raise TrackingRejected(f"cannot register {name!r}: whose volume {volume!r} is it? Give the project "
                                     "or the id of a run Shipyard tracks")
             try:
                 client.create_registered_model(name)
@@ -216,7 +268,7 @@ class MlflowTracker:
                     found = client.get_model_version_by_alias(name, version_or_alias)
             except Exception as exc:
                 if _code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                    raise TrackingError(f"registered model {name!r} has no version or alias {version_or_alias!r} "
+                    raise TrackingRejected(f"registered model {name!r} has no version or alias {version_or_alias!r} "
                                         f"({_message(exc)})") from exc
                 raise
             return _model_version(found)

@@ -6,6 +6,10 @@
   `shipyard up` reaches the daemon first, which then stops it in order.
 - MLflow's job runner (seven huey consumers for GenAI evaluation jobs) is switched off: nothing here uses it,
   and on a small machine those processes compete with training.
+- MLflow's usage telemetry is off (MLFLOW_DISABLE_TELEMETRY=true, unless the daemon's environment sets it):
+  the server and its UI would otherwise send usage events to MLflow's collector, and fetch their telemetry
+  config from the internet — which this machine, or a user's cluster, often cannot reach, and which nobody
+  here agreed to. Turning it on is documented in docs/experiments.md.
 - Its pid and port are kept in `mlflow/server.json`: a daemon killed with SIGKILL leaves the server running
   (like its workloads), and the next daemon adopts it if it still answers, else stops it, instead of running
   a second server on the same database.
@@ -47,6 +51,17 @@ def healthy(url: str, timeout: float = HEALTH_TIMEOUT) -> bool:
             return resp.status == 200
     except (OSError, ValueError):
         return False
+
+
+# Set for the server unless the daemon's environment says otherwise (a user's MLFLOW_DISABLE_TELEMETRY=false wins).
+SERVER_ENV_DEFAULTS = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+# Always set: Shipyard never runs MLflow's GenAI jobs.
+SERVER_ENV_FIXED = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def server_environment(base: dict[str, str]) -> dict[str, str]:
+    """The environment of the `mlflow server` process, from the daemon's."""
+    return {**SERVER_ENV_DEFAULTS, **base, **SERVER_ENV_FIXED}
 
 
 def _alive(pid: int) -> bool:
@@ -180,9 +195,9 @@ class TrackingServer:
                 return
             if self._log is None:
                 self._log = open(self.log_file, "ab")
-            env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
             self._process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._log,
-                                             stderr=subprocess.STDOUT, cwd=self.dir, env=env, start_new_session=True)
+                                             stderr=subprocess.STDOUT, cwd=self.dir,
+                                             env=server_environment(dict(os.environ)), start_new_session=True)
             tmp = self.state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"pid": self._process.pid, "port": self.port}))
             os.replace(tmp, self.state_file)

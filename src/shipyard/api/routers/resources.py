@@ -17,16 +17,17 @@ from typing import Any, AsyncIterator, Callable
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from shipyard.resources import API_VERSION, KINDS, Document, ManifestError, Resource, validate_document
 from shipyard.resources.manifest import MAX_DOCUMENT_BYTES
-from shipyard.store import Gone, Store, WatchEvent
+from shipyard.store import Gone, ListPage, NotFound, Store, WatchEvent
+from shipyard.store.paging import page_resources
 
 from ..errors import error_response, one_line, validation_detail
-from ..logs import open_log_stream
+from ..logs import LogOptions, check_options, log_target, open_log_stream
 
 PREFIX = f"/apis/{API_VERSION}"
 NAMESPACED = PREFIX + "/namespaces/{namespace}/{plural}"
@@ -232,18 +233,38 @@ async def _watch_stream(store: Store, first: list[WatchEvent], since: int, match
             return
 
 
+def _page(store: Store, kind: str, namespace: str | None, name: str | None, limit: int | None,
+          continue_token: str | None) -> ListPage:
+    list_page = getattr(store, "list_page", None)  # the optional PagedLister capability
+    if list_page is not None:
+        return list_page(kind, namespace, name, limit, continue_token)  # type: ignore[no-any-return]
+    # Version first: a watch from it may repeat a change the list already shows, but never misses one.
+    version = store.current_version()
+    return page_resources(store.list(kind, namespace), kind, namespace, name, limit, continue_token, version)
+
+
+def _list_response(cls: type[Resource], page: ListPage) -> Response:
+    # The items are the store's JSON texts, spliced in unparsed: a list of 10,000 objects is one join.
+    meta: dict[str, Any] = {"resourceVersion": str(page.resource_version)}
+    if page.continue_token:
+        meta["continue"] = page.continue_token
+    head = json.dumps({"apiVersion": API_VERSION, "kind": f"{cls.KIND}List", "metadata": meta},
+                      separators=(",", ":"))
+    return Response(head[:-1] + ',"items":[' + ",".join(page.items) + "]}", media_type="application/json")
+
+
 async def _list(request: Request, cls: type[Resource], namespace: str | None, watch: bool,
                 resource_version: str | None, field_selector: str | None,
-                timeout_seconds: int | None) -> JSONResponse | StreamingResponse:
+                timeout_seconds: int | None, limit: int | None = None,
+                continue_token: str | None = None) -> Response:
     store = _store(request)
-    match = _matcher(cls.KIND, namespace, _field_selector(field_selector))
+    fields = _field_selector(field_selector)
+    match = _matcher(cls.KIND, namespace, fields)
     if not watch:
-        # Version first: a watch from it may repeat a change the list already shows, but never misses one.
-        version = store.current_version()
-        listed = await run_in_threadpool(store.list, cls.KIND, namespace)
-        items = [wire for wire in (obj.to_wire() for obj in listed) if match(wire)]
-        return JSONResponse({"apiVersion": API_VERSION, "kind": f"{cls.KIND}List",
-                             "metadata": {"resourceVersion": str(version)}, "items": items})
+        scope = fields.get("metadata.namespace", namespace)
+        page = await run_in_threadpool(_page, store, cls.KIND, scope, fields.get("metadata.name"), limit,
+                                       continue_token)
+        return _list_response(cls, page)
     if resource_version is None or resource_version == "":
         since = store.current_version()
     elif resource_version.isdigit():
@@ -263,8 +284,11 @@ async def list_all(request: Request, plural: str, watch: bool = False,
                    resource_version: str | None = Query(None, alias="resourceVersion"),
                    field_selector: str | None = Query(None, alias="fieldSelector"),
                    timeout_seconds: int | None = Query(None, alias="timeoutSeconds", ge=0, le=86400),
-                   ) -> JSONResponse | StreamingResponse:
-    return await _list(request, _kind(plural), None, watch, resource_version, field_selector, timeout_seconds)
+                   limit: int | None = Query(None, ge=0),
+                   continue_token: str | None = Query(None, alias="continue", max_length=4096),
+                   ) -> Response:
+    return await _list(request, _kind(plural), None, watch, resource_version, field_selector, timeout_seconds,
+                       limit, continue_token)
 
 
 @router.get(NAMESPACED, response_model=None)
@@ -272,9 +296,11 @@ async def list_namespaced(request: Request, namespace: str, plural: str, watch: 
                           resource_version: str | None = Query(None, alias="resourceVersion"),
                           field_selector: str | None = Query(None, alias="fieldSelector"),
                           timeout_seconds: int | None = Query(None, alias="timeoutSeconds", ge=0, le=86400),
-                          ) -> JSONResponse | StreamingResponse:
+                          limit: int | None = Query(None, ge=0),
+                          continue_token: str | None = Query(None, alias="continue", max_length=4096),
+                          ) -> Response:
     return await _list(request, _kind(plural), namespace, watch, resource_version, field_selector,
-                       timeout_seconds)
+                       timeout_seconds, limit, continue_token)
 
 
 # --- one object -----------------------------------------------------------------------------------------
@@ -311,14 +337,28 @@ def events(request: Request, namespace: str, plural: str, name: str) -> JSONResp
 
 @router.get(NAMESPACED + "/{name}/log")
 async def log(request: Request, namespace: str, plural: str, name: str,
-              replica: int = Query(0, ge=0, le=1_000_000), follow: bool = False,
-              tail_lines: int | None = Query(None, alias="tailLines", ge=0)) -> StreamingResponse:
+              replica: int | None = Query(None, ge=0, le=1_000_000), pod: str | None = Query(None, max_length=253),
+              all_pods: bool = Query(False, alias="all"), label_selector: str | None = Query(
+                  None, alias="labelSelector", max_length=1000), previous: bool = False, follow: bool = False,
+              tail_lines: int | None = Query(None, alias="tailLines", ge=0),
+              since_seconds: int | None = Query(None, alias="sinceSeconds", ge=1),
+              trial: int | None = Query(None, ge=0, le=1_000_000)) -> StreamingResponse:
     cls = _kind(plural)
-    obj = await run_in_threadpool(_store(request).get, cls.KIND, namespace, name)
+    store = _store(request)
+    obj = await run_in_threadpool(store.get, cls.KIND, namespace, name)
     if obj is None:
         raise _not_found(cls, namespace, name)
     source = request.app.state.logs
     if source is None:
         raise HTTPException(501, "this control plane has no log source (its runtime cannot stream logs)")
-    body = await open_log_stream(source, obj, replica, follow, tail_lines, _stream_limiter(request))
+    try:
+        options = check_options(LogOptions(
+            replica=replica, pod=pod, all_pods=all_pods, selector=label_selector or "", previous=previous,
+            follow=follow, tail_lines=tail_lines, since_seconds=since_seconds))
+        obj = await run_in_threadpool(log_target, store, obj, trial)
+        body = await open_log_stream(source, obj, options, _stream_limiter(request))
+    except NotFound as exc:
+        raise HTTPException(404, one_line(str(exc))) from None
+    except ValueError as exc:
+        raise HTTPException(400, one_line(str(exc))) from None
     return StreamingResponse(body, media_type="text/plain; charset=utf-8")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable
 
 from shipyard.cluster.api import KubeApi, KubeConflict, KubeError, KubeNotFound
-from shipyard.runtime.local import processes
+from shipyard.runtime.local import podlog, processes
 from shipyard.runtime.local.lifecycle import Backoff, kill_after_sigterm, prestop_seconds, should_restart
 from shipyard.runtime.local.probes import Prober, Timing, readiness_check
 from shipyard.runtime.pods import container_port
@@ -238,12 +238,11 @@ class Pods:
         current = self.log_path(run.namespace, run.name)
         current.parent.mkdir(parents=True, exist_ok=True)
         restart = run.last_terminated is not None
+        # The shim writes size-rotated parts beside POD.log; podlog moves or removes an attempt's parts together.
         if restart:
-            if current.exists():
-                os.replace(current, self.log_path(run.namespace, run.name, previous=True))
+            podlog.start_new_attempt(current)
         else:  # a new pod: an earlier pod of the same name's logs are not its own
-            current.unlink(missing_ok=True)
-            self.log_path(run.namespace, run.name, previous=True).unlink(missing_ok=True)
+            podlog.remove_pod_logs(current)
         child = processes.launch(pod_dir, process.argv, process.env, process.cwd, current, kill_after_sigterm(pod))
         self._children[child.pid] = child
         run.pid, run.ticks, run.started_at = child.pid, processes.start_ticks(child.pid), now

@@ -28,8 +28,8 @@ from ..tracking import Tracker
 from . import scale_to_zero
 from .models import CONDITION as MODEL_CONDITION
 from .models import ModelResolver, registry_ref
-from .pods import Routed, routable_upstreams
-from .traffic import RouteTarget, Traffic, TrafficStats
+from .pods import Routed, routable_upstreams, serving_route
+from .traffic import Traffic, TrafficStats
 
 MANAGED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
                  "Ingress", "Secret")
@@ -104,8 +104,7 @@ class ServingController:
         deployment = self._runtime.get("Deployment", ns, name) or {}
         pods = self._runtime.list("Pod", ns, {KIND_LABEL: self.kind.lower(), NAME_LABEL: name})
         upstreams, self._routed[(ns, name)], panic = routable_upstreams(pods, self._routed.get((ns, name), {}))
-        self._traffic.set_route(RouteTarget(project=ns, name=name, kind=self.kind, public=spec.public,
-                                            upstreams=upstreams, scalable_from_zero=idle_seconds is not None))
+        self._traffic.set_route(serving_route(resource, upstreams))
         if panic and (ns, name) not in self._panicking:
             self._event(resource, "Warning", "AllReplicasUnready",
                         f"every replica fails its readiness probe while running; still routing to "

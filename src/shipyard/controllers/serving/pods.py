@@ -14,7 +14,7 @@ from typing import Any
 
 from shipyard.runtime.pods import is_ready, pod_address
 
-from .traffic import Upstream
+from .traffic import RouteTarget, Upstream
 
 Routed = dict[str, int]  # pod name → its container restart count when it was routed
 
@@ -39,3 +39,11 @@ def routable_upstreams(pods: list[dict[str, Any]], routed_before: Routed) -> tup
             and not p["metadata"].get("deletionTimestamp") and p.get("status", {}).get("phase") == "Running"
             and (u := _upstream(p)) is not None]
     return tuple(u for _, u in kept), {p["metadata"]["name"]: _restarts(p) for p, _ in kept}, bool(kept)
+
+
+def serving_route(resource: Any, upstreams: tuple[Upstream, ...]) -> RouteTarget:
+    """The gateway's route of an Endpoint or App: one definition for its controller and for the gateway
+    replicas that build their routes from the API on a cluster (shipyard.gateway_cluster)."""
+    return RouteTarget(project=resource.metadata.namespace, name=resource.metadata.name, kind=resource.kind,
+                       public=resource.spec.public, upstreams=upstreams,
+                       scalable_from_zero=resource.spec.scale_to_zero is not None)

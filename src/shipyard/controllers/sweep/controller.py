@@ -11,11 +11,22 @@ trial it finds without a row: trial i's parameters are a pure function of i), an
 before its TrainingJob is deleted (a TrainingJob missing under an unfinished row was deleted by someone else).
 
 Tracking is optional and never fatal: without a tracker nothing is tracked; a TrackingError leaves the
-sweep running and is retried on a later pass (only registering the best model holds the sweep back).
+sweep running and is retried on a later pass (only registering the best model holds the sweep back). A tracker
+that answers late — after some trials, or all of them, finished — must leave what an early one leaves, so
+nothing here depends on when it answers:
+- the sweep's run is made whenever the tracker first answers, even after the sweep finished;
+- a trial's row records its run id only once that run is nested under the sweep's (set_parent: the trial's
+  run may have been made before the sweep's, and a finished trial never learns its parent by annotation), so
+  the row's run id doubles as the persistent "linked" mark and each run is linked exactly once;
+- the best trial is registered with its run once that run exists (the TrainingJob controller makes it when
+  the tracker answers), and always with the sweep's project, so registration never needs the run's tags;
+- the sweep's run ends (condition Tracked) only once every trial's run is linked.
+Only a refusal (TrackingRejected: the server answered no) ends the waiting: the sweep fails, saying why.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Literal
 
@@ -26,14 +37,14 @@ from shipyard.store.protocol import Store
 from ..clock import Clock, SystemClock
 from ..finalizers import FINALIZER, reconcile_lifecycle, release  # noqa: F401 (FINALIZER re-exported)
 from ..manager import ObjectKey, Result
-from ..tracking import Metric, Tracker, TrackingError
+from ..tracking import Metric, Tracker, TrackingError, TrackingRejected
 from . import median_stopping
 from .best import best_trial
 from .searchspace import assignment, summary
 from .substitute import PARENT_RUN_ANNOTATION, SWEEP_LABEL, owned_by, trial_index, trial_job
 from .trials import observe
 
-RUNNING_RESYNC = 5.0
+log = logging.getLogger(__name__)
 WAITING_RESYNC = 0.5  # while trials it deleted are still stopping
 TRACKING_RETRY = 10.0
 
@@ -64,12 +75,13 @@ class SweepController:
                 self._store.delete("TrainingJob", job.metadata.namespace, job.metadata.name)
         retry: float | None = None  # when a failed tracking call should be tried again
         registering = False  # every trial is done; only registering the best model is left
-        if not sweep.finished and status.mlflow_run_id is None and not self._ensure_run(sweep, status):
+        if status.mlflow_run_id is None and not self._tracked(status) and not self._ensure_run(sweep, status):
             retry = TRACKING_RETRY
 
         self._adopt(sweep, status, owned)
         for i, row in enumerate(status.trials):
             status.trials[i] = self._observe(sweep, row, owned.get(row.name))
+        linked = self._link_trial_runs(status, owned)
         to_delete = [r.name for r in status.trials if r.phase == "Stopped" and r.name in owned
                      and owned[r.name].metadata.deletion_timestamp is None]
         if not sweep.finished:
@@ -79,7 +91,7 @@ class SweepController:
                 registering = not self._finish(sweep, status, owned, now)
         self._summarise(sweep, status)
         self._annotate_parent_run(sweep, status, owned)
-        if status.phase in ("Succeeded", "Failed") and not self._terminate_run(status, now):
+        if status.phase in ("Succeeded", "Failed") and not self._terminate_run(status, now, linked):
             retry = min(retry or TRACKING_RETRY, TRACKING_RETRY)
 
         self._write_status(sweep, status)
@@ -91,8 +103,9 @@ class SweepController:
             return Result(requeue_after=retry)
         if registering:
             return Result(requeue_after=TRACKING_RETRY)
-        # Trials' changes wake the sweep through their owner reference; this resync is the fallback.
-        return Result(requeue_after=RUNNING_RESYNC)
+        # Trials' changes wake the sweep through their owner reference (the manager's resync is the fallback):
+        # a sweep whose trials wait for capacity costs nothing until one of them moves.
+        return Result(requeue_after=retry)
 
     def _trials(self, sweep: Sweep) -> tuple[dict[str, TrainingJob], list[TrainingJob]]:
         """This sweep's trials by name, and the trials an earlier Sweep of the same name made (another uid).
@@ -205,9 +218,12 @@ class SweepController:
             else:
                 self._fail(sweep, status, now, "NoTrialSucceeded", "every trial failed or was stopped")
             return True
-        if sweep.spec.registration is not None and status.registered_model is None and not self._register(
-                sweep, status, best, now):
-            return False
+        if sweep.spec.registration is not None and status.registered_model is None:
+            registered = self._register(sweep, status, best, owned.get(best.name), now)
+            if registered is None:
+                return True  # refused for good: the sweep failed
+            if not registered:
+                return False
         status.phase = "Succeeded"
         status.completion_time = now
         values = ", ".join(f"{k}={v}" for k, v in best.parameters.items())
@@ -219,8 +235,10 @@ class SweepController:
         self._event(sweep, "Normal", "Succeeded", message)
         return True
 
-    def _register(self, sweep: Sweep, status: SweepStatus, best: TrialStatus, now: datetime) -> bool:
-        """Register the best trial's files; True when done (or impossible: no tracker), False to retry."""
+    def _register(self, sweep: Sweep, status: SweepStatus, best: TrialStatus, job: TrainingJob | None,
+                  now: datetime) -> bool | None:
+        """Register the best trial's files. True when done (or impossible: no tracker), False to retry later,
+        None when the tracker refused (the sweep has failed, saying why)."""
         reg = sweep.spec.registration
         assert reg is not None
         if self._tracker is None:
@@ -229,6 +247,14 @@ class SweepController:
                 message=f"no tracking server: model {reg.model} was not registered"), now)
             self._event(sweep, "Warning", "RegistrationSkipped", f"no tracking server to register {reg.model} in")
             return True
+        if best.mlflow_run_id is None and _run_to_come(job):
+            # Its run is still to be made (the tracker answered late): a version must point at it, as it would
+            # had the tracker answered early. A trial whose run can no longer come is registered without one.
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Registered", status="False", reason="RegistrationPending",
+                message=f"registering {reg.model} once trial {best.name}'s MLflow run exists (waiting for the "
+                        "tracking server)"), now)
+            return False
         path = sweep.spec.register_path(best.name, sweep.metadata.name, best.parameters)
         aliases = (reg.alias,) if reg.alias else ()
         try:
@@ -239,7 +265,15 @@ class SweepController:
                  and (m.name, m.volume, m.path) == (reg.model, reg.volume, path) and set(aliases) <= set(m.aliases)),
                 None)
             if version is None:
-                version = self._tracker.register_model(reg.model, best.mlflow_run_id, reg.volume, path, aliases)
+                # The project is given, not read from the run's tags: the files are on this sweep's volume.
+                version = self._tracker.register_model(reg.model, best.mlflow_run_id, reg.volume, path, aliases,
+                                                       project=sweep.metadata.namespace)
+        except TrackingRejected as exc:
+            message = f"the tracking server refused to register {reg.model}: {exc}"
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Registered", status="False", reason="RegistrationFailed", message=message), now)
+            self._fail(sweep, status, now, "RegistrationFailed", message)
+            return None
         except TrackingError as exc:
             status.conditions = set_condition(status.conditions, Condition(
                 type="Registered", status="False", reason="RegistrationPending",
@@ -288,7 +322,40 @@ class SweepController:
                       "shipyard.uid": sweep.metadata.uid or ""})
         except TrackingError:
             return False
+        if status.best_trial is not None:
+            self._log_best(sweep, status)  # made late: the best so far, which an early run would have had
         return True
+
+    @staticmethod
+    def _tracked(status: SweepStatus) -> bool:
+        tracked = status.condition("Tracked")
+        return tracked is not None and tracked.status == "True"
+
+    def _link_trial_runs(self, status: SweepStatus, owned: dict[str, TrainingJob]) -> bool:
+        """Nest each trial's run under the sweep's and record it in the trial's row. True once every trial
+        whose run exists or is still to come has its row's run id (then the sweep's run may end)."""
+        if self._tracker is None or self._tracked(status):
+            return True
+        complete = True
+        for row in status.trials:
+            job = owned.get(row.name)
+            if row.mlflow_run_id is not None or not _run_to_come(job):
+                continue
+            assert job is not None
+            run_id = job.status.mlflow_run_id
+            if run_id is None or status.mlflow_run_id is None:
+                complete = False  # the TrainingJob controller, or this one, has not reached the tracker yet
+                continue
+            try:
+                self._tracker.set_parent(run_id, status.mlflow_run_id)
+            except TrackingRejected as exc:
+                # Its run is gone (deleted in MLflow): nothing to nest; the row still says which run it was.
+                log.warning("cannot nest trial %s's run %s under sweep run %s: %s", row.name, run_id,
+                            status.mlflow_run_id, exc)
+            except TrackingError:
+                return False  # down again: the next pass goes on where this one stopped
+            row.mlflow_run_id = run_id
+        return complete
 
     def _annotate_parent_run(self, sweep: Sweep, status: SweepStatus, owned: dict[str, TrainingJob]) -> None:
         """Trials created while the tracker was unreachable learn their parent run once it exists."""
@@ -313,18 +380,21 @@ class SweepController:
         except TrackingError:
             pass  # one point of a summary curve: not worth holding anything back for
 
-    def _terminate_run(self, status: SweepStatus, now: datetime) -> bool:
-        """End the sweep's run once it has finished (recorded as condition Tracked); False: retry later."""
-        tracked = status.condition("Tracked")
-        if self._tracker is None or status.mlflow_run_id is None or (tracked and tracked.status == "True"):
+    def _terminate_run(self, status: SweepStatus, now: datetime, linked: bool) -> bool:
+        """End the sweep's run once it has finished and its trials' runs are nested under it (recorded as
+        condition Tracked); False: retry later."""
+        if self._tracker is None or self._tracked(status):
             return True
+        if status.mlflow_run_id is None or not linked:
+            return False
         outcome: Literal["FINISHED", "FAILED"] = "FINISHED" if status.phase == "Succeeded" else "FAILED"
         try:
             self._tracker.set_terminated(status.mlflow_run_id, outcome)
         except TrackingError:
             return False
         status.conditions = set_condition(status.conditions, Condition(
-            type="Tracked", status="True", reason="RunTerminated", message=f"MLflow run ended as {outcome}"), now)
+            type="Tracked", status="True", reason="RunTerminated",
+            message=f"MLflow run ended as {outcome}, every trial's run nested under it"), now)
         return True
 
     # --- deletion ------------------------------------------------------------------------------------
@@ -361,6 +431,12 @@ class SweepController:
 
     def _event(self, sweep: Sweep, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self._store.record_event(sweep, type_, reason, message)
+
+
+def _run_to_come(job: TrainingJob | None) -> bool:
+    """Whether the trial's TrainingJob has, or will have, an MLflow run: the TrainingJob controller marks a job
+    tracked (status.tracking) on its first pass with a tracker, and makes the run once the tracker answers."""
+    return job is not None and (job.status.mlflow_run_id is not None or job.status.tracking is not None)
 
 
 def _num(value: float | None) -> str:

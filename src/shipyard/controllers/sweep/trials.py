@@ -1,6 +1,7 @@
 """A trial's row in the Sweep's status, derived from its TrainingJob: phase, objective and its history.
 
-Pure: the row before and the TrainingJob now in, the row after out. The history is what the median rule
+Pure: the row before and the TrainingJob now in, the row after out. The row's MLflow run id is not copied
+here: the controller records it once the run is nested under the sweep's (see controller.py). The history is what the median rule
 compares, so it must survive restarts of the trial: a gang restart resumes from a checkpoint and reports
 steps again, and those later reports replace the ones they repeat instead of piling up after them.
 """
@@ -59,9 +60,6 @@ def observe(row: TrialStatus, job: TrainingJob | None, objective: float | None, 
         row.history = record_point(row.history, step, objective)
         row.objective = objective
         row.best_objective = best_value([v for v in (row.best_objective, objective) if v is not None], goal)
-    run_id = getattr(job.status, "mlflow_run_id", None)
-    if run_id:
-        row.mlflow_run_id = run_id
     phase = job.status.phase
     if phase in ("Running", "Restarting"):
         row.phase = "Running"

@@ -4,6 +4,11 @@ Reconcile is ordered like KubeRay's: read the resource, make sure its finalizer 
 (creating, correcting drift, deleting a failed attempt), derive the new status from what the runtime
 reports, then write status once, only if it changed. The failed attempt's restart count is written
 *before* its Job is deleted, so a crash between the two can neither lose nor double-count a restart.
+
+Each gang is one attempt (`status.attempt` = counted restarts + disruption restarts), named by its Job's and
+pods' restart label. A gang the platform took apart (a replica preempted, evicted, drained or lost with its
+node) is recreated at once as the next attempt with `status.disruptions` one higher and `restarts` unchanged:
+the replicas that lost their collective did not fail on their own.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from shipyard.compiler import compile_resource
 from shipyard.compiler.common import KIND_LABEL, KUEUE_QUEUE_LABEL, NAME_LABEL, RESTART_LABEL
 from shipyard.resources import Condition, TrainingJob, set_condition
 from shipyard.resources.trainingjob import Progress
-from shipyard.runtime.protocol import LogReader, Runtime
+from shipyard.runtime.protocol import LogReader, PodForceDeleter, Runtime
 from shipyard.store.protocol import Store
 
 from ..clock import Clock, SystemClock
@@ -30,6 +35,15 @@ from .run_tracking import RETRY_SECONDS, RunTracking
 PROGRESS_TAIL_BYTES = 64 * 1024
 RUNNING_RESYNC = 2.0  # how fresh progress and replica state are while a job runs
 WAITING_RESYNC = 0.25
+# How long past its deletion deadline an old attempt's pod may stay before it is taken for lost with its node
+# and removed by force, so that the next attempt is not held back by a kubelet that will never answer.
+LOST_POD_MARGIN = timedelta(seconds=30)
+# A job that waits for something outside it (capacity: its gang does not fit; Kueue: admission) is not
+# requeued on a timer: what can end the wait wakes it. The runtime reports its pods placed when capacity
+# frees (the local runtime retries placement when a pod finishes or is removed; a cluster's scheduler does the
+# same), and Kueue's admission un-suspends its Job, a runtime change too. An edit is a store change. The
+# manager's slow resync is the safety net. Polling instead cost a core for 1,000 waiting jobs.
+WAKE_ON_EVENT = None
 
 
 class TrainingJobController:
@@ -58,7 +72,7 @@ class TrainingJobController:
             return self._after_finish(job, now)
 
         ns, name = job.metadata.namespace, job.metadata.name
-        desired = compile_resource(job, restart=status.restarts)
+        desired = compile_resource(job, restart=status.attempt)
         for obj in desired:
             if obj["kind"] == "PersistentVolumeClaim":
                 # A volume belongs to the project, shared by every job that names it: create it if missing,
@@ -70,10 +84,13 @@ class TrainingJobController:
         native = self._runtime.get("Job", ns, name)
         requeue: float | None = RUNNING_RESYNC
 
-        if native is not None and _label(native, RESTART_LABEL) != str(status.restarts):
-            # A previous attempt's gang (status already counts its failure): remove it before the next.
+        if native is not None and _label(native, RESTART_LABEL) != str(status.attempt):
+            # A previous attempt's gang (status already counts its failure or disruption): remove it before the
+            # next.
             if not native["metadata"].get("deletionTimestamp"):
                 self._runtime.delete("Job", ns, name)
+            else:
+                self._remove_lost_pods(job, status.attempt, now)
             requeue = WAITING_RESYNC
         elif native is None:
             wait = restart_policy.backoff_remaining(status.last_restart_time, job.spec.backoff_seconds, now)
@@ -84,7 +101,7 @@ class TrainingJobController:
                 self._runtime.apply(job_obj)  # suspended; released at once below unless Kueue admits it
                 self._admit(job, status, now)
                 self._event(job, "Normal", "Created",
-                            f"created gang of {job.spec.replicas} replica(s), attempt {status.restarts + 1}")
+                            f"created gang of {job.spec.replicas} replica(s), attempt {status.attempt + 1}")
                 if status.phase != "Restarting":
                     status.phase = "Pending"
                 requeue = WAITING_RESYNC
@@ -106,15 +123,15 @@ class TrainingJobController:
         self._write_status(job, status)
         return Result(requeue_after=requeue)
 
-    def _admit(self, job: TrainingJob, status: Any, now: datetime) -> float:
+    def _admit(self, job: TrainingJob, status: Any, now: datetime) -> float | None:
         """Release the suspended Job, unless Kueue admits it (then wait, saying for which queue)."""
         queue = job.metadata.labels.get(KUEUE_QUEUE_LABEL)
         if queue:
             status.conditions = set_condition(status.conditions, Condition(
                 type="Admitted", status="False", reason="Queued",
                 message=f"waiting for Kueue to admit it from LocalQueue {queue!r}"), now)
-            return RUNNING_RESYNC
-        admitted = compile_resource(job, restart=status.restarts, admitted=True)
+            return WAKE_ON_EVENT
+        admitted = compile_resource(job, restart=status.attempt, admitted=True)
         self._runtime.apply(next(o for o in admitted if o["kind"] == "Job"))
         return WAITING_RESYNC
 
@@ -125,15 +142,30 @@ class TrainingJobController:
             status.conditions = set_condition(status.conditions, Condition(
                 type="Admitted", status="True", reason="Admitted", message="admitted by Kueue"), now)
         pods = self._runtime.list("Pod", ns, {KIND_LABEL: "trainingjob", NAME_LABEL: name,
-                                               RESTART_LABEL: str(status.restarts)})
+                                               RESTART_LABEL: str(status.attempt)})
         status.replica_statuses = replica_statuses(job.spec.replicas, pods)
         self._read_progress(job, status, pods, now)
         conditions = {c["type"]: c for c in native.get("status", {}).get("conditions", []) if c["status"] == "True"}
 
-        if "Failed" in conditions:
+        failed = conditions.get("Failed")
+        disrupted = None if "Complete" in conditions or (failed or {}).get("reason") == "DeadlineExceeded" \
+            else restart_policy.disruption(pods, (failed or {}).get("message"))
+        if disrupted is not None:
+            # Checked before a failure: peers that lost their collective when a replica was taken away may have
+            # failed the Job first, and that is the disruption's doing, not theirs.
+            status.disruptions += 1
+            status.phase = "Restarting"
+            message = (f"{disrupted}; recreating all {job.spec.replicas} replica(s) as attempt {status.attempt + 1} "
+                       f"(not counted against maxRestarts)")
+            status.conditions = set_condition(status.conditions, Condition(
+                type="Running", status="False", reason="Disrupted", message=message), now)
+            self._event(job, "Warning", "Disrupted", message)
+            return 0  # as for a failure, the disrupted attempt is deleted once this status is stored
+
+        if failed is not None:
             summary = failure_summary(status.replica_statuses)
             decision = restart_policy.decide(status.restarts, job.spec.max_restarts,
-                                             conditions["Failed"].get("reason", ""), summary)
+                                             failed.get("reason", ""), summary)
             if decision.restart:
                 status.restarts += 1
                 status.phase = "Restarting"
@@ -164,7 +196,7 @@ class TrainingJobController:
             if status.phase != "Restarting":
                 status.phase = "Pending"
             self._event(job, "Warning", "Unschedulable", unscheduled[0].message or "does not fit")
-            return 5.0
+            return WAKE_ON_EVENT
         running = [r for r in status.replica_statuses if r.phase == "Running"]
         if len(running) == job.spec.replicas and status.phase != "Running":
             status.phase = "Running"
@@ -173,9 +205,23 @@ class TrainingJobController:
                 type="Scheduled", status="True", reason="Scheduled", message="all replicas placed"), now)
             status.conditions = set_condition(status.conditions, Condition(
                 type="Running", status="True", reason="AllReplicasRunning",
-                message=f"{job.spec.replicas} replica(s) running, attempt {status.restarts + 1}"), now)
+                message=f"{job.spec.replicas} replica(s) running, attempt {status.attempt + 1}"), now)
             self._event(job, "Normal", "Running", f"all {job.spec.replicas} replica(s) running")
         return RUNNING_RESYNC if running else WAITING_RESYNC
+
+    def _remove_lost_pods(self, job: TrainingJob, attempt: int, now: datetime) -> None:
+        """Force-remove an old attempt's pods stuck in deletion on a lost node, which hold its Job (a foreground
+        deletion) and so the next attempt back for good. A replica still running on a node cut off from the
+        cluster cannot take part in a collective either: its peers are gone."""
+        if not isinstance(self._runtime, PodForceDeleter):
+            return
+        ns = job.metadata.namespace
+        for pod in self._runtime.list("Pod", ns, {KIND_LABEL: "trainingjob", NAME_LABEL: job.metadata.name}):
+            if _label(pod, RESTART_LABEL) != str(attempt) and restart_policy.stuck(pod, now, LOST_POD_MARGIN):
+                self._runtime.force_delete_pod(ns, pod["metadata"]["name"])
+                self._event(job, "Warning", "LostPodRemoved",
+                            f"removed pod {pod['metadata']['name']} of an earlier attempt by force: still there "
+                            f"{LOST_POD_MARGIN.seconds}s past its deletion deadline (its node is lost)")
 
     def _read_progress(self, job: TrainingJob, status: Any, pods: list[dict[str, Any]], now: datetime) -> None:
         if not isinstance(self._runtime, LogReader):
@@ -232,12 +278,14 @@ class TrainingJobController:
         return release(self._store, job)
 
     def _delete_children(self, namespace: str, name: str) -> bool:
-        """Delete the Job and Service (never the volumes: data outlives jobs). True once they are gone."""
+        """Delete the Job, Service and NetworkPolicy (never the volumes: data outlives jobs). True once the Job is
+        gone. (A cluster's garbage collector would remove the owned objects too; the local runtime has none.)"""
         native = self._runtime.get("Job", namespace, name)
         if native is not None:
             self._runtime.delete("Job", namespace, name)
-        if self._runtime.get("Service", namespace, name) is not None:
-            self._runtime.delete("Service", namespace, name)
+        for kind in ("Service", "NetworkPolicy"):
+            if self._runtime.get(kind, namespace, name) is not None:
+                self._runtime.delete(kind, namespace, name)
         return self._runtime.get("Job", namespace, name) is None
 
     # --- writing -------------------------------------------------------------------------------------

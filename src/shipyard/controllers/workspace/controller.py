@@ -91,12 +91,9 @@ class WorkspaceController:
                 status.last_activity_time = now  # a resumed workspace gets a full idleTimeout to be used
 
         self._apply_children(ws, running)
-        upstreams = tuple(self._upstreams(ready))
-        self._traffic.set_route(RouteTarget(
-            project=ns, name=name, kind=self.kind, public=True, upstreams=upstreams,
-            # Woken by a request only when it went to sleep by itself; a manual suspension is the user's call.
-            scalable_from_zero=ws.spec.idle_timeout is not None and not ws.spec.suspend,
-            keep_prefix=ws.spec.ide == "jupyterlab"))
+        route = ide_route(ws, ready)
+        upstreams = route.upstreams
+        self._traffic.set_route(route)
 
         status.url = self._traffic.url(ns, name)
         status.ready = bool(running and upstreams)
@@ -135,14 +132,6 @@ class WorkspaceController:
         if seen is not None:
             status.last_activity_time = max(filter(None, (status.last_activity_time, min(seen, now))))
 
-    @staticmethod
-    def _upstreams(ready: list[dict[str, Any]]) -> list[Upstream]:
-        out = []
-        for pod in ready:
-            address = pod_address(pod, "http")
-            if address is not None:
-                out.append(Upstream(pod["metadata"]["name"], address[0], address[1]))
-        return out
 
     def _token(self, ws: Workspace) -> str | None:
         """The workspace's token, from its Secret; made (and the Secret created) the first time."""
@@ -194,3 +183,17 @@ class WorkspaceController:
         if status.to_wire() != ws.status.to_wire():
             self._store.update_status(ws.model_copy(update={"status": status}))
 
+
+def ide_route(ws: Workspace, ready: list[dict[str, Any]]) -> RouteTarget:
+    """The gateway's route of a Workspace (its ready IDE pod): one definition for this controller and for the
+    gateway replicas that build their routes from the API on a cluster (shipyard.gateway_cluster)."""
+    upstreams = []
+    for pod in sorted(ready, key=lambda p: p["metadata"]["name"]):
+        address = pod_address(pod, "http")
+        if address is not None:
+            upstreams.append(Upstream(pod["metadata"]["name"], address[0], address[1]))
+    return RouteTarget(
+        project=ws.metadata.namespace, name=ws.metadata.name, kind=ws.kind, public=True, upstreams=tuple(upstreams),
+        # Woken by a request only when it went to sleep by itself; a manual suspension is the user's call.
+        scalable_from_zero=ws.spec.idle_timeout is not None and not ws.spec.suspend,
+        keep_prefix=ws.spec.ide == "jupyterlab")

@@ -66,6 +66,18 @@ def failure_action(job: dict[str, Any], pod: dict[str, Any]) -> tuple[str, int |
     return "Count", None
 
 
+def _fail_job_message(job: dict[str, Any], pod: dict[str, Any], rule: int | None) -> str:
+    """Kubernetes' own wording, which names the rule's index (what a controller may tell rules apart by)."""
+    where = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+    patterns = job["spec"]["podFailurePolicy"]["rules"][rule].get("onPodConditions") if rule is not None else None
+    if patterns:
+        matched = next(c["type"] for c in pod["status"]["conditions"]
+                       if any(c["type"] == p["type"] and c["status"] == p.get("status", "True") for p in patterns))
+        return f"Pod {where} has condition {matched} matching FailJob rule at index {rule}"
+    return (f"Container {pod['spec']['containers'][0]['name']} for pod {where} failed with exit code "
+            f"{exit_code(pod)} matching FailJob rule at index {rule}")
+
+
 def _condition(type_: str, reason: str, message: str, now: str) -> dict[str, Any]:
     return {"type": type_, "status": "True", "reason": reason, "message": message,
             "lastProbeTime": now, "lastTransitionTime": now}
@@ -96,10 +108,7 @@ def sync_job(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> 
             continue
         failed_total += 1
         if action == "FailJob" and failure is None:
-            failure = ("PodFailurePolicy",
-                       f"Container {pod['spec']['containers'][0]['name']} for pod "
-                       f"{pod['metadata']['namespace']}/{pod['metadata']['name']} failed with exit code "
-                       f"{exit_code(pod)} matching FailJob rule at index {rule}")
+            failure = ("PodFailurePolicy", _fail_job_message(job, pod, rule))
         elif action == "Count" and failed_total > int(spec.get("backoffLimit", 6)) and failure is None:
             failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
         elif failure is None:

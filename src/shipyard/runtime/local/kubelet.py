@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import processes
+from . import podlog, processes
 from .container import container_process
 from .jobs import TERMINAL
 from .lifecycle import Backoff, grace_seconds, kill_after_sigterm, prestop_seconds, should_restart
@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 
 DISRUPTED_ANNOTATION = "shipyard.dev/disrupted"
 KILL_AFTER_GRACE_SECONDS = 5.0
+MAX_DEPARTED_PODS = 256
+# A departed pod's logs outlive its last owner by this long: a TrainingJob's controller deletes the Job of a
+# failed attempt and only then creates the next one, and the next attempt's `--previous` (and the MLflow
+# history rebuilt from logs) needs the old attempt's log across that gap. The TrainingJob itself lives in the
+# control plane's store, which this runtime does not see.
+OWNER_GONE_GRACE_SECONDS = 15.0
 
 
 def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
@@ -42,12 +48,17 @@ def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
 class Kubelet:
     def __init__(self, objects: ObjectFiles, root: Path, volumes: Path, logs: Path,
                  clock: Callable[[], datetime], backoff: Backoff, gpus: bool, wake: Callable[[], None],
-                 service_urls: dict[str, str] | None = None):
+                 service_urls: dict[str, str] | None = None,
+                 log_limits: tuple[int, int] = (podlog.DEFAULT_MAX_BYTES, podlog.DEFAULT_MAX_FILES)):
         self._objects = objects
         self._service_urls = dict(service_urls or {})
         self._root = root
         self._volumes = volumes
         self._logs = logs
+        self._log_limits = log_limits
+        self.logs_changed = True  # a pod or an owner went: see whether some pod's logs went with them
+        self._owner_seen: dict[str, datetime] = {}  # owner uid → when it last existed (for the grace above)
+        self._collect_again_at: datetime | None = None
         self._clock = clock
         self._backoff = backoff
         self._gpus = gpus
@@ -116,6 +127,7 @@ class Kubelet:
         if meta.get("deletionTimestamp") and (status["phase"] in TERMINAL or status["phase"] == "Pending"):
             self._objects.remove("Pod", meta["namespace"], meta["name"])
             shutil.rmtree(self.pod_dir(pod), ignore_errors=True)
+            self.logs_changed = True
             for port in status.get("hostPorts", {}).values():
                 self.reserved_ports.discard(port)
             return True
@@ -308,8 +320,16 @@ class Kubelet:
                                     str(self._root.parent))
         if self._gpus:
             process.env["CUDA_VISIBLE_DEVICES"] = ",".join(status.get("gpus", []))
-        child = processes.launch(pod_dir, process.argv, process.env, process.cwd,
-                                 self.log_path(meta["namespace"], meta["name"]), kill_after_sigterm(pod))
+        log_path = self.log_path(meta["namespace"], meta["name"])
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        recorded = podlog.read_meta(log_path)
+        if restart or (recorded is not None and recorded.get("uid") != meta["uid"]):
+            # A container restarted in place, or a pod recreated under its predecessor's name: what ran before
+            # is the previous attempt (`shipyard logs --previous`), as the kubelet keeps one dead container's log.
+            podlog.start_new_attempt(log_path)
+        podlog.write_meta(log_path, self._log_meta(pod))
+        child = processes.launch(pod_dir, process.argv, process.env, process.cwd, log_path,
+                                 kill_after_sigterm(pod), self._log_limits)
         self._children[child.pid] = child
         previous = _container_status(pod) if restart else {}
         now = self._clock().isoformat()
@@ -322,6 +342,80 @@ class Kubelet:
         self._set_ready(pod, not container.get("readinessProbe"))
         if not container.get("readinessProbe"):
             _container_status(pod)["ready"] = True
+
+
+    # --- logs that outlive their pods -----------------------------------------------------------------
+
+    def _log_meta(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """What a pod's logs need once the pod is gone: whose they are (every owner up the chain, so a
+        TrainingJob's new Job or its Service keeps the last attempt's logs) and how to pick them."""
+        meta = pod["metadata"]
+        owners: list[str] = []
+        refs = list(meta.get("ownerReferences", []))
+        while refs:
+            ref = refs.pop()
+            if ref.get("uid") and ref["uid"] not in owners:
+                owners.append(ref["uid"])
+            parent = self._objects.get(ref["kind"], meta["namespace"], ref["name"]) if ref["kind"] != "Pod" else None
+            if parent is not None:
+                refs.extend(parent["metadata"].get("ownerReferences", []))
+        return {"uid": meta["uid"], "name": meta["name"], "namespace": meta["namespace"],
+                "labels": meta.get("labels", {}), "annotations": meta.get("annotations", {}),
+                "creationTimestamp": meta.get("creationTimestamp"), "owners": owners}
+
+    def departed_logs(self, namespace: str) -> list[dict[str, Any]]:
+        """The recorded metadata of pods of `namespace` that are gone but whose logs are kept."""
+        live = {p["metadata"]["name"] for p in self._objects.all("Pod") if p["metadata"]["namespace"] == namespace}
+        out = []
+        for path in sorted((self._logs / namespace).glob("*.meta.json")):
+            name = path.name[:-len(".meta.json")]
+            if name in live:
+                continue
+            recorded = podlog.read_meta(self.log_path(namespace, name))
+            if recorded is not None:
+                out.append(recorded)
+        return out
+
+    def logs_due(self) -> bool:
+        """Whether collect_logs has work: a pod or an owner went, or a grace period above ended."""
+        return self.logs_changed or (self._collect_again_at is not None and self._clock() >= self._collect_again_at)
+
+    def collect_logs(self, kinds: list[str]) -> None:
+        """Delete the logs of pods that are gone along with every owner they had; keep at most
+        MAX_DEPARTED_PODS departed pods' logs per owner (the newest), so a long-lived, often rescaled
+        Deployment does not gather logs without end."""
+        self.logs_changed = False
+        self._collect_again_at = None
+        now = self._clock()
+        alive: set[str] = set()
+        for kind in kinds:
+            for obj in self._objects.all(kind):
+                alive.add(obj["metadata"].get("uid", ""))
+                alive.update(r.get("uid", "") for r in obj["metadata"].get("ownerReferences", []))
+        for uid in alive:
+            self._owner_seen[uid] = now
+        pods = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self._objects.all("Pod")}
+        kept: dict[str, list[tuple[str, Path]]] = {}
+        for meta_file in self._logs.glob("*/*.meta.json"):
+            namespace, name = meta_file.parent.name, meta_file.name[:-len(".meta.json")]
+            if (namespace, name) in pods:
+                continue
+            path = self.log_path(namespace, name)
+            recorded = podlog.read_meta(path) or {}
+            owners = [o for o in recorded.get("owners", []) if o in alive]
+            if not owners:
+                seen = [self._owner_seen[o] for o in recorded.get("owners", []) if o in self._owner_seen]
+                gone_for = (now - max(seen)).total_seconds() if seen else OWNER_GONE_GRACE_SECONDS
+                if gone_for < OWNER_GONE_GRACE_SECONDS:
+                    again = max(seen) + timedelta(seconds=OWNER_GONE_GRACE_SECONDS)
+                    self._collect_again_at = min(self._collect_again_at or again, again)
+                    continue
+                podlog.remove_pod_logs(path)
+                continue
+            kept.setdefault(owners[-1], []).append((recorded.get("creationTimestamp") or "", path))
+        for departed in kept.values():
+            for _, path in sorted(departed, key=lambda d: d[0], reverse=True)[MAX_DEPARTED_PODS:]:
+                podlog.remove_pod_logs(path)
 
 
 def _address(pod: dict[str, Any]) -> PodAddress:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .podlog import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES
+
 POD_UID_ENV = "SHIPYARD_POD_UID"
 
 
@@ -34,7 +36,9 @@ def start_ticks(pid: int) -> int | None:
 
 
 def launch(pod_dir: Path, argv: list[str], env: dict[str, str], cwd: str, log_path: Path,
-           grace_seconds: float) -> subprocess.Popen[bytes]:
+           grace_seconds: float, log_limits: tuple[int, int] = (DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES)
+           ) -> subprocess.Popen[bytes]:
+    """Start the pod's shim; its output goes to `log_path`, at most log_limits = (bytes a file, files)."""
     pod_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     for stale in ("exit.json", "started.json"):
@@ -44,7 +48,8 @@ def launch(pod_dir: Path, argv: list[str], env: dict[str, str], cwd: str, log_pa
     fd = os.open(pod_dir / "launch.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps({"argv": argv, "env": env, "cwd": cwd, "logPath": str(log_path),
-                             "gracePeriodSeconds": grace_seconds}))
+                             "gracePeriodSeconds": grace_seconds, "logMaxBytes": log_limits[0],
+                             "logMaxFiles": log_limits[1]}))
     return subprocess.Popen(
         [sys.executable, "-m", "shipyard.runtime.local.shim", str(pod_dir)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -6,6 +6,12 @@ need: Jobs (jobs.sync_job), Deployments (deployments.sync_deployment), StatefulS
 machine's capacity, and its Kubelet starts, probes, restarts and stops their processes. One background
 thread does all of this in short ticks; API calls only change desired state and wake it. Everything it knows
 is on disk, so a daemon restarted after a crash re-adopts running pods instead of starting them again.
+
+What waits costs nothing per tick (a project may hold thousands of Jobs whose gangs do not fit): a workload
+is synced when it or its pods changed, while it has a running pod (readiness, minReadySeconds and deadlines
+move with time) or is being deleted; pending pods are placed again only when capacity or the set of pending
+pods changed, as kube-scheduler retries unschedulable pods on cluster events. A full pass every
+FULL_SYNC_SECONDS is the safety net, and with nothing running the loop ticks slower (an API call wakes it).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..protocol import NativeObject, OwnerKey, PodMetrics
+from . import podlog
 from .capacity import Allocation, Capacity, Request, explain
 from .container import LOCAL_WORKDIR_ANNOTATION
 from .deployments import NAME_ALPHABET, TEMPLATE_HASH, sync_deployment
@@ -41,6 +48,8 @@ NATIVE_KINDS = {"Job", "Service", "PersistentVolumeClaim", "Pod", "Deployment", 
 _REMOVED_AT_ONCE = {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress",
                     "Secret"}
 TICK_SECONDS = 0.1
+IDLE_TICK_SECONDS = 1.0  # no pod running, nothing to finish: only time-free waits, which events end
+FULL_SYNC_SECONDS = 60.0
 HPA_SYNC_SECONDS = 1.0  # Kubernetes: 15 s (--horizontal-pod-autoscaler-sync-period)
 
 __all__ = ["DISRUPTED_ANNOTATION", "LOCAL_WORKDIR_ANNOTATION", "NATIVE_KINDS", "LocalRuntime"]
@@ -54,7 +63,8 @@ class LocalRuntime:
     def __init__(self, root: Path, volumes: Path, logs: Path, capacity: Capacity | None = None,
                  clock: Callable[[], datetime] = _now, metrics: PodMetrics | None = None,
                  hpa_sync_seconds: float = HPA_SYNC_SECONDS, restart_backoff: Backoff | None = None,
-                 service_urls: dict[str, str] | None = None):
+                 service_urls: dict[str, str] | None = None,
+                 log_limits: tuple[int, int] = (podlog.DEFAULT_MAX_BYTES, podlog.DEFAULT_MAX_FILES)):
         self._root = root
         self._volumes = volumes
         self._objects = ObjectFiles(root / "objects")
@@ -69,10 +79,15 @@ class LocalRuntime:
         self._thread: threading.Thread | None = None
         self._subscribers: list[Callable[[OwnerKey], None]] = []
         self._pending: set[OwnerKey] = set()  # owners to notify of changes made outside the sync loop
+        self._dirty: set[str] = set()  # uids of workloads to sync on the next tick (changed, or their pods did)
+        self._place = True  # whether placement may decide differently than last time
+        self._freed = True  # whether capacity may have been freed since (else only new pods need trying)
+        self._full_sync_at = 0.0  # monotonic time of the next full pass
+        self._busy = True  # whether the last tick had running or finishing work (then tick fast)
         self._hpa_memory: dict[str, HpaMemory] = {}
         self._hpa_synced: dict[str, datetime] = {}
         self._kubelet = Kubelet(self._objects, root, volumes, logs, clock, restart_backoff or Backoff(),
-                                bool(self._capacity.gpus), self._wake.set, service_urls)
+                                bool(self._capacity.gpus), self._wake.set, service_urls, log_limits)
 
     # --- Runtime protocol ----------------------------------------------------------------------------
 
@@ -99,6 +114,7 @@ class LocalRuntime:
             if kind == "PersistentVolumeClaim":
                 claim_dir(self._volumes, meta["namespace"], meta["name"]).mkdir(parents=True, exist_ok=True)
             self._objects.save(merged)
+            self._dirty.add(merged["metadata"]["uid"])
         self._wake.set()
         return copy.deepcopy(merged)
 
@@ -108,8 +124,7 @@ class LocalRuntime:
 
     def list(self, kind: str, namespace: str, labels: dict[str, str] | None = None) -> list[NativeObject]:
         with self._lock:
-            return [copy.deepcopy(o) for o in self._objects.all(kind) if o["metadata"]["namespace"] == namespace
-                    and all(o["metadata"].get("labels", {}).get(k) == v for k, v in (labels or {}).items())]
+            return [copy.deepcopy(o) for o in self._objects.select(kind, namespace, labels)]
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
@@ -121,11 +136,14 @@ class LocalRuntime:
                 shutil.rmtree(claim_dir(self._volumes, namespace, name), ignore_errors=True)
             elif kind in _REMOVED_AT_ONCE:
                 self._objects.remove(kind, namespace, name)
+                self._kubelet.logs_changed = True
                 self._hpa_memory.pop(obj["metadata"]["uid"], None)
                 self._hpa_synced.pop(obj["metadata"]["uid"], None)
             elif kind == "Pod":
                 self._kubelet.delete(obj)
                 self._pending |= self._owners_of(obj)  # it stopped being ready: the gateway must hear now
+                self._dirty |= {r.get("uid") for r in obj["metadata"].get("ownerReferences", [])}
+                self._place = self._freed = True
             elif not obj["metadata"].get("deletionTimestamp"):
                 obj["metadata"]["deletionTimestamp"] = self._clock().isoformat()
                 self._objects.save(obj)
@@ -142,33 +160,53 @@ class LocalRuntime:
     def read_log(self, namespace: str, pod: str, follow: bool = False,
                  tail_bytes: int | None = None) -> Iterator[bytes]:
         path = self.log_path(namespace, pod)
-        if not path.exists():
-            return
-        with open(path, "rb") as fh:
-            if tail_bytes is not None:
-                fh.seek(max(0, path.stat().st_size - tail_bytes))
-            while True:
-                chunk = fh.read(65536)
-                if chunk:
-                    yield chunk
-                    continue
-                if not follow:
-                    return
-                current = self.get("Pod", namespace, pod)
-                if current is None or current["status"]["phase"] in TERMINAL:
-                    rest = fh.read()
-                    if rest:
-                        yield rest
-                    return
-                time.sleep(0.2)  # a file has no change notification that works everywhere
+        start = 0
+        if tail_bytes is not None:
+            segs = podlog.segments(path)
+            start = max(segs[0][0] if segs else 0, podlog.end_offset(path) - tail_bytes)
+        if not follow:
+            return podlog.iter_range(path, start)
+        return (chunk for chunk in podlog.follow(path, start, lambda: self._pod_running(namespace, pod)) if chunk)
 
     def read_log_range(self, namespace: str, pod: str, offset: int, max_bytes: int) -> bytes:
-        try:
-            with open(self.log_path(namespace, pod), "rb") as fh:
-                fh.seek(offset)
-                return fh.read(max_bytes)
-        except FileNotFoundError:
-            return b""
+        return podlog.read_range(self.log_path(namespace, pod), offset, max_bytes)
+
+    def pod_log(self, namespace: str, pod: str, previous: bool = False, follow: bool = False,
+                tail_lines: int | None = None, since_seconds: float | None = None) -> Iterator[bytes]:
+        """A pod's log as the pod log API serves it (`previous`, `sinceSeconds`, `tailLines`, `follow`); the
+        pod may be gone while its owner keeps its logs. Idle follows yield b"" every fraction of a second."""
+        path = self.log_path(namespace, pod)
+        if previous:
+            path = podlog.previous_path(path)
+        segs = podlog.segments(path)
+        start = segs[0][0] if segs else 0
+        if since_seconds is not None:
+            start = max(start, podlog.offset_since(path, time.time() - since_seconds))
+        if tail_lines is not None:
+            start = max(start, podlog.tail_offset(path, tail_lines))
+        if not follow or previous:
+            return podlog.iter_range(path, start)
+        attempt = self._attempt(namespace, pod)
+        # Following ends with the attempt, as `kubectl logs -f` ends when its container does.
+        return podlog.follow(path, start, lambda: self._pod_running(namespace, pod)
+                             and self._attempt(namespace, pod) == attempt)
+
+    def has_previous_log(self, namespace: str, pod: str) -> bool:
+        return bool(podlog.segments(podlog.previous_path(self.log_path(namespace, pod))))
+
+    def departed_pods(self, namespace: str) -> list[dict[str, Any]]:
+        """Pods that are gone but whose logs their owners keep: metadata only (name, uid, labels, annotations,
+        creationTimestamp, owners)."""
+        with self._lock:
+            return self._kubelet.departed_logs(namespace)
+
+    def _attempt(self, namespace: str, pod: str) -> int:
+        current = self.get("Pod", namespace, pod) or {}
+        return int((current.get("status", {}).get("containerStatuses") or [{}])[0].get("restartCount", 0))
+
+    def _pod_running(self, namespace: str, pod: str) -> bool:
+        current = self.get("Pod", namespace, pod)
+        return current is not None and current["status"]["phase"] not in TERMINAL
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -206,7 +244,7 @@ class LocalRuntime:
                 self.sync_once()
             except Exception:  # noqa: BLE001 - one bad object must not stop every workload on the machine
                 log.exception("local runtime sync failed")
-            self._wake.wait(TICK_SECONDS)
+            self._wake.wait(TICK_SECONDS if self._busy else IDLE_TICK_SECONDS)
             self._wake.clear()
 
     # --- the sync loop -------------------------------------------------------------------------------
@@ -216,36 +254,73 @@ class LocalRuntime:
         values = {uid: self._pod_metrics(*query) for uid, query in due.items()}  # outside the lock: see PodMetrics
         with self._lock:
             changed, self._pending = self._pending, set()
+            dirty, self._dirty = self._dirty, set()
+            full = time.monotonic() >= self._full_sync_at
+            if full:
+                self._full_sync_at = time.monotonic() + FULL_SYNC_SECONDS
+                self._place = self._freed = True
             draining = self._draining.is_set()
             self._kubelet.begin_tick()
             for pod in list(self._objects.all("Pod")):
+                # Only a pod with a process (or waiting to restart one) or being deleted has anything to do.
+                if pod["status"]["phase"] != "Running" and not pod["metadata"].get("deletionTimestamp"):
+                    continue
                 if self._kubelet.sync_pod(pod, draining):
                     changed |= self._owners_of(pod)
+                    dirty |= {r.get("uid") for r in pod["metadata"].get("ownerReferences", [])}
+                    self._place = self._freed = True  # a pod finished, restarted or went: what is free changed
             self._kubelet.end_tick()
+            if self._kubelet.logs_due():  # a pod or an owner went: its logs may go with it
+                self._kubelet.collect_logs(sorted(NATIVE_KINDS - {"Pod"}))
+            pods = self._pods_by_owner()
+            running = {uid for uid, owned in pods.items() if any(p["status"]["phase"] == "Running" for p in owned)}
+            self._busy = bool(running) or draining
             if not draining:
                 for hpa in list(self._objects.all("HorizontalPodAutoscaler")):
                     if hpa["metadata"]["uid"] in values:
-                        changed |= self._sync_hpa(hpa, values[hpa["metadata"]["uid"]])
-                for job in list(self._objects.all("Job")):
-                    if self._sync_job(job):
-                        changed |= self._owners_of(job)
-                for deployment in list(self._objects.all("Deployment")):
-                    if self._sync_deployment(deployment):
-                        changed |= self._owners_of(deployment)
-                for statefulset in list(self._objects.all("StatefulSet")):
-                    if self._sync_statefulset(statefulset):
-                        changed |= self._owners_of(statefulset)
-                changed |= self._schedule()
+                        changed |= self._sync_hpa(hpa, values[hpa["metadata"]["uid"]], dirty)
+                for kind, sync in (("Job", self._sync_job), ("Deployment", self._sync_deployment),
+                                   ("StatefulSet", self._sync_statefulset)):
+                    for owner in list(self._objects.all(kind)):
+                        uid = owner["metadata"]["uid"]
+                        if not (full or uid in dirty or uid in running or self._moves_with_time(owner)):
+                            continue
+                        self._busy = self._busy or bool(owner["metadata"].get("deletionTimestamp"))
+                        if sync(owner, pods.get(uid, [])):
+                            changed |= self._owners_of(owner)
+                            # What it did (pods deleted or created) may call for more: look again next tick,
+                            # until a sync changes nothing.
+                            self._dirty.add(uid)
+                            self._busy = self._place = True
+                if self._place:
+                    changed |= self._schedule(retry=self._freed)
+                    self._place = self._freed = False
         for key in changed:
             for callback in self._subscribers:
                 callback(key)
 
+    def _pods_by_owner(self) -> dict[str, list[dict[str, Any]]]:
+        """Every pod under the uid of each owner: one pass, instead of a scan of every pod per workload."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for pod in self._objects.all("Pod"):
+            for ref in pod["metadata"].get("ownerReferences", []):
+                out.setdefault(ref.get("uid"), []).append(pod)
+        return out
+
+    @staticmethod
+    def _moves_with_time(owner: dict[str, Any]) -> bool:
+        """Whether a workload's sync may decide differently later with nothing else changing."""
+        if owner["metadata"].get("deletionTimestamp"):
+            return True
+        spec = owner.get("spec", {})
+        return (owner["kind"] == "Job" and bool(spec.get("activeDeadlineSeconds")) and not spec.get("suspend")
+                and not job_finished(owner))
+
     def _owned_pods(self, owner: dict[str, Any]) -> list[dict[str, Any]]:
         return [p for p in self._objects.all("Pod") if self._owned_by(p, owner)]
 
-    def _sync_job(self, job: dict[str, Any]) -> bool:
+    def _sync_job(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
         meta = job["metadata"]
-        pods = self._owned_pods(job)
         if meta.get("deletionTimestamp"):
             return self._finish_deletion(job, pods)
         before = job.get("status", {})
@@ -274,11 +349,11 @@ class LocalRuntime:
         if pods:
             return False
         self._objects.remove(owner["kind"], owner["metadata"]["namespace"], owner["metadata"]["name"])
+        self._kubelet.logs_changed = True  # its pods' logs may have been kept for it alone
         return True
 
-    def _sync_deployment(self, deployment: dict[str, Any]) -> bool:
+    def _sync_deployment(self, deployment: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
         meta = deployment["metadata"]
-        pods = self._owned_pods(deployment)
         if meta.get("deletionTimestamp"):
             return self._finish_deletion(deployment, pods)
         before = deployment.get("status", {})
@@ -299,9 +374,8 @@ class LocalRuntime:
             return True
         return False
 
-    def _sync_statefulset(self, sts: dict[str, Any]) -> bool:
+    def _sync_statefulset(self, sts: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
         meta, spec = sts["metadata"], sts["spec"]
-        pods = self._owned_pods(sts)
         if meta.get("deletionTimestamp"):
             return self._finish_deletion(sts, pods)
         before = sts.get("status", {})
@@ -341,6 +415,7 @@ class LocalRuntime:
             "spec": spec,
             "status": {"phase": "Pending"},
         })
+        self._place = True
 
     # --- autoscaling ---------------------------------------------------------------------------------
 
@@ -386,7 +461,8 @@ class LocalRuntime:
         target = self._objects.get("Deployment", hpa["metadata"]["namespace"], ref.get("name", ""))
         return None if target is None or target["metadata"].get("deletionTimestamp") else target
 
-    def _sync_hpa(self, hpa: dict[str, Any], values: dict[tuple[str, str], float] | None) -> set[OwnerKey]:
+    def _sync_hpa(self, hpa: dict[str, Any], values: dict[tuple[str, str], float] | None,
+                  dirty: set[str]) -> set[OwnerKey]:
         changed: set[OwnerKey] = set()
         target = self._hpa_target(hpa)
         pods = self._owned_pods(target) if target else []
@@ -397,6 +473,7 @@ class LocalRuntime:
             target["spec"]["replicas"] = decision.replicas
             target["metadata"]["generation"] = target["metadata"].get("generation", 1) + 1
             self._objects.save(target)
+            dirty.add(target["metadata"]["uid"])
             changed |= self._owners_of(target)
         if decision.status != hpa.get("status"):
             hpa["status"] = decision.status
@@ -406,11 +483,14 @@ class LocalRuntime:
 
     # --- placement -----------------------------------------------------------------------------------
 
-    def _schedule(self) -> set[OwnerKey]:
-        """Place pending pods, oldest first: a Job's pods as one gang (all together or none), others one by one."""
+    def _schedule(self, retry: bool = True) -> set[OwnerKey]:
+        """Place pending pods, oldest first: a Job's pods as one gang (all together or none), others one by one.
+        Without `retry` (nothing freed since the last try), pods already found Unschedulable are skipped: they
+        still do not fit, and trying thousands of them again for each new pod made creating them quadratic."""
         changed: set[OwnerKey] = set()
         pending = [p for p in self._objects.all("Pod")
-                   if p["status"]["phase"] == "Pending" and not p["metadata"].get("deletionTimestamp")]
+                   if p["status"]["phase"] == "Pending" and not p["metadata"].get("deletionTimestamp")
+                   and (retry or not any(c.get("type") == "PodScheduled" for c in p["status"].get("conditions", [])))]
         if not pending:
             return changed
         running = [(Request.of_pod(p), p["status"].get("gpus", [])) for p in self._objects.all("Pod")
@@ -429,11 +509,14 @@ class LocalRuntime:
                 for pod in gang:
                     if self._set_unschedulable(pod, message):
                         changed |= self._owners_of(pod)
+                        self._dirty |= {r.get("uid") for r in pod["metadata"]["ownerReferences"]}
                 continue
             free = trial
             self._kubelet.start_gang(gang, [p or [] for p in placements])
             for pod in gang:
                 changed |= self._owners_of(pod)
+                self._dirty |= {r.get("uid") for r in pod["metadata"]["ownerReferences"]}
+            self._busy = True
         return changed
 
     def _set_unschedulable(self, pod: dict[str, Any], message: str) -> bool:

@@ -6,7 +6,11 @@ its own session, outlives the daemon, records the exit code atomically in the po
 no process of the pod survives its main process: it becomes a child subreaper, so descendants that escape
 into new sessions (torchrun starts its workers that way) are still its to find and kill.
 
-It must stay tiny and import only the standard library: it starts once per pod, on the critical path.
+It also writes the pod's output: the workload's stdout and stderr are a pipe it copies into size-capped,
+rotated log files (podlog.py), as conmon does for a container.
+
+It must stay tiny and import only the standard library (podlog.py does too): it starts once per pod, on the
+critical path.
 Usage: python -m shipyard.runtime.local.shim POD_DIR   (POD_DIR/launch.json describes what to run)
 """
 
@@ -22,7 +26,11 @@ import threading
 import time
 from pathlib import Path
 
+from shipyard.runtime.local.podlog import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, RotatingLog
+
 PR_SET_CHILD_SUBREAPER = 36
+READ_BYTES = 1 << 16
+DRAIN_SECONDS = 5.0
 
 
 def write_atomic(path: Path, data: dict) -> None:
@@ -69,6 +77,25 @@ def _ignore(_signum: int, _frame: object) -> None:
     pass
 
 
+def copy_output(fd: int, log: RotatingLog) -> None:
+    """The pod's output, from its pipe to its rotated log files, until every writer has closed the pipe."""
+    try:
+        while True:
+            try:
+                data = os.read(fd, READ_BYTES)
+            except InterruptedError:
+                continue
+            if not data:
+                return
+            try:
+                log.write(data)
+            except OSError:
+                pass  # a full disk loses output, never the pod: keep draining so the workload never blocks
+    finally:
+        os.close(fd)
+        log.close()
+
+
 def main(pod_dir: Path) -> int:
     launch = json.loads((pod_dir / "launch.json").read_text())
     try:
@@ -94,19 +121,29 @@ def main(pod_dir: Path) -> int:
     signal.signal(signal.SIGINT, _ignore)
     signal.signal(signal.SIGHUP, _ignore)
 
-    log = open(launch["logPath"], "ab", buffering=0)
+    log = RotatingLog(Path(launch["logPath"]), int(launch.get("logMaxBytes", DEFAULT_MAX_BYTES)),
+                      int(launch.get("logMaxFiles", DEFAULT_MAX_FILES)))
+    # The workload writes into a pipe that only we read, so the log is capped and rotated by its one writer
+    # (see podlog.py for why not a file handed to the workload).
+    read_end, write_end = os.pipe()
     try:
         child = subprocess.Popen(
             launch["argv"], env=launch["env"], cwd=launch["cwd"], stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, process_group=0,
+            stdout=write_end, stderr=subprocess.STDOUT, process_group=0,
         )
     except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
         log.write(f"shipyard: cannot start {launch['argv'][0]!r}: {exc.strerror or exc}\n".encode())
+        log.close()
         code = 127 if isinstance(exc, FileNotFoundError) else 126
         write_atomic(pod_dir / "exit.json", {"exitCode": code, "reason": "StartError",
                                              "message": f"cannot start {launch['argv'][0]!r}: {exc.strerror or exc}",
                                              "finishedAt": time.time()})
         return 0
+    os.close(write_end)
+    copier = threading.Thread(target=copy_output, args=(read_end, log), daemon=True)
+    copier.start()
     write_atomic(pod_dir / "started.json", {"pid": child.pid, "startedAt": time.time()})
     if terminating.is_set():  # SIGTERM arrived while starting
         signal_all(signal.SIGTERM)
@@ -128,6 +165,8 @@ def main(pod_dir: Path) -> int:
             if not descendants(os.getpid()):
                 break
             time.sleep(0.01)
+    # Everything of the pod is gone, so the pipe is at its end: the log is whole before the exit is told.
+    copier.join(timeout=DRAIN_SECONDS)
     code = status if status >= 0 else 128 - status
     result = {"exitCode": code, "finishedAt": time.time()}
     if status < 0:
