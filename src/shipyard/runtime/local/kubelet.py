@@ -127,6 +127,11 @@ class Kubelet:
         if meta.get("deletionTimestamp") and (status["phase"] in TERMINAL or status["phase"] == "Pending"):
             self._objects.remove("Pod", meta["namespace"], meta["name"])
             shutil.rmtree(self.pod_dir(pod), ignore_errors=True)
+            # Its owners existed until now; the grace period below counts from here even when its Job went in
+            # the same tick (collect_logs would otherwise never have seen them alive).
+            recorded = podlog.read_meta(self.log_path(meta["namespace"], meta["name"])) or {}
+            for uid in recorded.get("owners", []):
+                self._owner_seen[uid] = self._clock()
             self.logs_changed = True
             for port in status.get("hostPorts", {}).values():
                 self.reserved_ports.discard(port)
