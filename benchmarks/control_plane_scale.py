@@ -110,9 +110,11 @@ def _settled(client: Any, counts: dict[str, int]) -> tuple[bool, str]:
 def _list_once(client: Any, path: str) -> tuple[float, int, int]:
     started = time.perf_counter()
     resp = client._http.get(path)  # noqa: SLF001 - one raw request: the client's own paging is timed apart
+    body = resp.read()
     elapsed = time.perf_counter() - started
-    resp.raise_for_status()
-    return elapsed, len(resp.json()["items"]), len(resp.content)
+    if resp.status_code != 200:
+        raise RuntimeError(f"GET {path}: {resp.status_code} {body[:200]!r}")
+    return elapsed, len(resp.json()["items"]), len(body)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

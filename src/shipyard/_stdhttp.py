@@ -10,6 +10,17 @@ cluster's service proxy) uses httpx.
 
 from __future__ import annotations
 
+import sys
+
+if "http.client" not in sys.modules and "ssl" not in sys.modules:
+    # http.client imports ssl (~15 ms of a CLI call) only to offer HTTPSConnection, which this module never
+    # uses (plain http only). Import it with ssl hidden, then unhide it: anything else that wants TLS later in
+    # the process (httpx, on an error path) imports ssl as usual.
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+    try:
+        import http.client
+    finally:
+        del sys.modules["ssl"]
 import http.client
 import json as jsonlib
 import socket

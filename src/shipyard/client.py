@@ -280,12 +280,15 @@ class Client:
         items, version = self.list_wire(kind, namespace, name)
         return [_typed(item) for item in items], version
 
-    def list_wire(self, kind: str, namespace: str | None = "default",
-                  name: str | None = None) -> tuple[list[dict[str, Any]], str]:
-        """As list_with_version, in wire form (camelCase dicts): no pydantic model is built."""
+    def list_wire(self, kind: str, namespace: str | None = "default", name: str | None = None,
+                  selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """As list_with_version, in wire form (camelCase dicts): no pydantic model is built. `selector` (a
+        kubectl label selector) is applied by the server, which then sends only what matches."""
         params: dict[str, Any] = {"limit": LIST_PAGE}
         if name:
             params["fieldSelector"] = f"metadata.name={name}"
+        if selector:
+            params["labelSelector"] = selector
         path = self._collection(_kind(kind), namespace)
         data = self._request("GET", path, params=params)
         # The first page's version is every page's: watching from it misses nothing the pages did not show.

@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from shipyard.client import Client
 from shipyard.resources import load_resources, parse_yaml
 from shipyard.resources.selector import parse_selector
 from tests.unit.test_client_cli import ROOT, cli, one_error_line, server, store, write  # noqa: F401 - fixtures
@@ -84,6 +85,17 @@ def test_get_and_delete_by_label(cli, store, tmp_path):
     assert names(cli("get", "tj", "-l", "team")[1]) == ["a", "b"]
     assert names(cli("get", "tj", "-l", "!team")[1]) == ["c"]
     assert names(cli("get", "tj", "-l", "team in (a,b),!tier")[1]) == ["b"]
+    # The server filters: what crosses the wire is only what matches.
+    sent = []
+    original = Client.list_wire
+    with pytest.MonkeyPatch.context() as mp:
+        def spy(self, *args, **kwargs):
+            found = original(self, *args, **kwargs)
+            sent.append((kwargs.get("selector"), [w["metadata"]["name"] for w in found[0]]))
+            return found
+        mp.setattr(Client, "list_wire", spy)
+        assert names(cli("get", "tj", "-l", "team=a")[1]) == ["a"]
+    assert sent == [("team=a", ["a"])]
     listed = json.loads(cli("get", "tj", "-l", "tier=gpu", "-o", "json")[1])
     assert [i["metadata"]["name"] for i in listed["items"]] == ["a"]
     assert cli("get", "tj", "-l", "team=z") == (0, "", "No trainingjobs found in project default matching team=z.\n")

@@ -16,8 +16,9 @@ from shipyard.cli.main import VERBS, load_verb, main_exit_code, verb_help
 from shipyard.resources import TrainingJob
 from tests.unit.test_client_cli import JOB, server, store  # noqa: F401 - fixtures
 
-HEAVY = ("pydantic", "rich", "yaml", "shipyard.resources.base", "shipyard.compiler", "h2", "typer._adapters",
-         "httpx", "httpcore", "anyio")
+# typer too: the common verbs run on cli/fast.py's parser (typer alone costs ~90 ms of CPU to import).
+HEAVY = ("pydantic", "rich", "yaml", "shipyard.resources.base", "shipyard.compiler", "h2", "typer",
+         "httpx", "httpcore", "anyio", "dataclasses", "ssl")
 PROBE = """
 import json, sys
 from shipyard.cli.main import main_exit_code
@@ -41,8 +42,19 @@ def test_common_verbs_import_nothing_heavy(argv, store):
     heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY)
     assert not heavy, f"shipyard {' '.join(argv)} imported {heavy[:8]}"
     others = {m for m in modules if m.startswith("shipyard.cli.")} - {
-        "shipyard.cli.main", "shipyard.cli.common", "shipyard.cli.params", "shipyard.cli.printers"}
+        "shipyard.cli.main", "shipyard.cli.common", "shipyard.cli.params", "shipyard.cli.printers",
+        "shipyard.cli.fast", "shipyard.cli._typer"}
     assert len(others) <= 1, f"verbs imported besides the one run: {sorted(others)}"
+
+
+def test_apply_reads_manifests_without_the_models(store, tmp_path):
+    """The control plane validates what apply sends; the CLI needs PyYAML to read it and nothing heavier."""
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(JOB.format(name="b"))
+    modules = loaded_by("apply", "-f", str(manifest))
+    heavy = sorted(m for m in modules if (m.split(".")[0] in HEAVY or m in HEAVY) and m.split(".")[0] != "yaml")
+    assert not heavy, f"shipyard apply imported {heavy[:8]}"
+    assert store.get("TrainingJob", "default", "b") is not None
 
 
 def test_help_lists_every_verb_with_its_own_help(capsys):

@@ -144,7 +144,7 @@ class PagingKubeApi:
     def register(self, rtype) -> None:
         pass
 
-    def list_page(self, kind, namespace, limit, continue_token):
+    def list_page(self, kind, namespace, limit, continue_token, selector=None):
         self.asked.append((kind, namespace, limit, continue_token))
         start = int(continue_token[len("cluster-"):]) if continue_token else 0
         end = len(self.objects) if limit is None else start + limit

@@ -1,4 +1,4 @@
-"""`shipyard apply`: validate every document locally, then send them all in one atomic request.
+"""`shipyard apply`: read every document, then send them all in one atomic request, validated by the server.
 
 All-or-nothing on purpose: applying a directory where document 7 is wrong must not leave documents 1 to 6
 running. `--wait` then follows the applied jobs to completion, and Endpoints and Apps until they serve.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-import typer
-
-from .common import CliError, ProjectOption, make_client, project_of, read_manifests
+from . import _typer as typer  # typer only when typer reads the signature (cli/_typer.py)
+from . import common
+from .common import CliError, echo, make_client, project_of, read_manifests
 
 
 def apply(
@@ -21,22 +21,24 @@ def apply(
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=0, help="Give up waiting after SECONDS.",
                                                      metavar="SECONDS")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate on the server; change nothing.")] = False,
-    project: ProjectOption = None,
+    project: common.ProjectOption = None,
 ) -> None:
     """Create or update resources from manifests (all documents, all files, in one atomic step)."""
-    from shipyard.resources import KINDS, load_resources
-
     documents = read_manifests(filenames, project_of(ctx, project), local_workdir=True)
-    load_resources(documents)  # refuse here, naming file/document/field, before anything is sent
+    # The control plane validates every document with the same models and refuses the whole set with the
+    # same one-line `FILE: document N: FIELD: problem` errors before storing any; validating here as well
+    # would only cost every apply the import of those models (most of its CPU).
     with make_client() as client:
         results = client.apply([(d.source, d.index, d.body) for d in documents], dry_run=dry_run)
         suffix = " (dry run)" if dry_run else ""
         for item in results:
-            typer.echo(f"{item['kind'].lower()}/{item['name']} {item['action']}{suffix}")
+            echo(f"{item['kind'].lower()}/{item['name']} {item['action']}{suffix}")
         if not wait or dry_run:
             return
-        # rich only for following: a plain apply must not pay for importing it.
+        # rich and the kinds only for following: a plain apply must not pay for importing them.
         from rich.console import Console
+
+        from shipyard.resources import KINDS
 
         from . import progress
 

@@ -1,12 +1,14 @@
 """What every verb shares: the one-line error type, the client, the project, references, label selectors
 and manifest files.
 
-Manifests are read and validated here, before any request, so a bad file is reported as
-`FILE: document N: FIELD: problem` and nothing at all is sent to the control plane.
+Manifests are read here (bounded, YAML errors as `FILE: document N: problem` before any request); the
+control plane validates the documents with the models and refuses all of them, naming file, document and
+field, before storing any.
 
 Start-up cost is a feature here: every verb imports this module, so it imports only plain-Python parts of
 Shipyard at the top (kind names, the selector parser); the HTTP client and the pydantic kinds are imported by
-the functions that need them (docs/benchmarks.md, CLI start-up).
+the functions that need them (docs/benchmarks.md, CLI start-up). Nor typer: the common verbs run without it
+(cli/fast.py), so the option aliases below are built when typer reads a signature, not at import.
 """
 
 from __future__ import annotations
@@ -14,37 +16,65 @@ from __future__ import annotations
 import os
 import sys
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
-
-import typer
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from shipyard.resources.names import KindName, resolve_name
 from shipyard.resources.selector import Selector, parse_selector
 
 if TYPE_CHECKING:
     from shipyard.client import Client
-    from shipyard.resources import Document
+    from shipyard.resources.documents import Document
 
 DEFAULT_PROJECT = "default"
 
-ProjectOption = Annotated[Optional[str], typer.Option(
-    "--project", "-p", help="Project (namespace) to use; overrides the global --project.", show_default=False)]
+
+def _options() -> dict[str, Any]:
+    """The shared option types, for signatures read by typer: `project: common.ProjectOption = None`."""
+    from typing import Annotated, Optional
+
+    import typer
+
+    return {
+        "ProjectOption": Annotated[Optional[str], typer.Option(
+            "--project", "-p", help="Project (namespace) to use; overrides the global --project.",
+            show_default=False)],
+        "SelectorOption": Annotated[Optional[str], typer.Option(
+            "--selector", "-l", metavar="SELECTOR",
+            help="Only objects whose labels match, as kubectl: k=v, k==v, k!=v, k, !k, k in (a,b), k notin (a); "
+                 "comma-separated terms must all hold.")],
+    }
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: ProjectOption and SelectorOption are built (importing typer) on first use, then kept, so every
+    # verb shares one of each as before. The fast path (cli/fast.py) never asks for them.
+    if name in ("ProjectOption", "SelectorOption"):
+        globals().update(_options())
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def echo(text: str = "", nl: bool = True, err: bool = False) -> None:
+    """typer.echo for text without importing typer: write, newline unless nl=False, flush (so `get -w` and
+    `logs -f` reach a pipe as they happen, as typer.echo did)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n" if nl else text)
+    stream.flush()
 
 
 class CliError(Exception):
     """A refusal the user can act on; printed as one `error: ...` line, exit code 1."""
 
 
-@dataclass
-class State:
+class State(NamedTuple):  # not a dataclass: importing dataclasses costs every CLI call ~20 ms (inspect)
     project: str = DEFAULT_PROJECT
     context: str | None = None  # a kubeconfig context: talk to Shipyard on that cluster
     kubeconfig: str | None = None
 
 
-def project_of(ctx: typer.Context, override: str | None) -> str:
+def project_of(ctx: Any, override: str | None) -> str:
+    """The verb's --project, else the global one (`ctx`: typer's context, or cli/fast.py's stand-in)."""
     if override:
         return override
     state = ctx.find_object(State)
@@ -70,12 +100,6 @@ def kind_of(word: str) -> KindName:
         return resolve_name(word)
     except KeyError as exc:
         raise CliError(exc.args[0]) from None
-
-
-SelectorOption = Annotated[Optional[str], typer.Option(
-    "--selector", "-l", metavar="SELECTOR",
-    help="Only objects whose labels match, as kubectl: k=v, k==v, k!=v, k, !k, k in (a,b), k notin (a); "
-         "comma-separated terms must all hold.")]
 
 
 def selector_of(text: str | None) -> Selector:
@@ -106,7 +130,7 @@ def split_ref(what: str, name: str | None) -> tuple[KindName, str | None]:
 # --- manifest files -------------------------------------------------------------------------------------
 
 def _read_limited(path: str) -> bytes:
-    from shipyard.resources.manifest import MAX_TEXT_BYTES
+    from shipyard.resources.documents import MAX_TEXT_BYTES
 
     limit_mb = MAX_TEXT_BYTES >> 20
     if path == "-":
@@ -155,7 +179,7 @@ def expand_paths(paths: list[str], recursive: bool = False) -> list[str]:
 def _complete(doc: Document, project: str, workdir: str | None) -> None:
     """Fill in what the user may leave out: the project, and (for the local runtime) the directory to run in.
     Malformed shapes are left alone for validation to report with the right path."""
-    from shipyard.compiler.common import LOCAL_WORKDIR_ANNOTATION
+    from shipyard.resources.documents import LOCAL_WORKDIR_ANNOTATION
 
     body = doc.body
     meta = body.get("metadata") if isinstance(body, dict) else None
@@ -172,7 +196,7 @@ def _complete(doc: Document, project: str, workdir: str | None) -> None:
 
 def read_manifests(paths: list[str], project: str, local_workdir: bool, recursive: bool = False) -> list[Document]:
     """Parse every document of every path (ManifestError names file, document and field)."""
-    from shipyard.resources import parse_yaml
+    from shipyard.resources.documents import parse_yaml
 
     documents: list[Document] = []
     for path in expand_paths(paths, recursive):

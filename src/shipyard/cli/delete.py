@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-import typer
-
-from .common import (CliError, ProjectOption, SelectorOption, labels_of, make_client, project_of, read_manifests,
-                     selector_of, split_ref)
+from . import _typer as typer  # typer only when typer reads the signature (cli/_typer.py)
+from . import common
+from .common import CliError, echo, labels_of, make_client, project_of, read_manifests, selector_of, split_ref
 
 
 def delete(
@@ -21,8 +20,8 @@ def delete(
                                                      help="Give up waiting after SECONDS.")] = None,
     ignore_not_found: Annotated[bool, typer.Option("--ignore-not-found",
                                                    help="An absent object is not an error.")] = False,
-    selector: SelectorOption = None,
-    project: ProjectOption = None,
+    selector: common.SelectorOption = None,
+    project: common.ProjectOption = None,
 ) -> None:
     """Delete resources (their finalizers run first: the job's processes are stopped)."""
     from shipyard.client import ApiError
@@ -51,10 +50,10 @@ def delete(
     with make_client() as client:
         if selector:
             # Matched on this side, as `get -l` does: what matches now is deleted, as with kubectl.
-            listed = client.list_wire(cls.KIND, namespace)[0]
+            listed = client.list_wire(cls.KIND, namespace, selector=selector)[0]
             targets = [(cls.KIND, namespace, w["metadata"]["name"]) for w in listed if wanted.matches(labels_of(w))]
             if not targets:
-                typer.echo(f"No {cls.PLURAL} found in project {namespace} matching {selector}.", err=True)
+                echo(f"No {cls.PLURAL} found in project {namespace} matching {selector}.", err=True)
         for kind, ns, obj_name in targets:
             try:
                 obj = client.delete_wire(kind, obj_name, ns)
@@ -63,7 +62,7 @@ def delete(
                     continue
                 failures.append(str(exc))
                 continue
-            typer.echo(f"{kind.lower()}/{obj_name} deleted")
+            echo(f"{kind.lower()}/{obj_name} deleted")
             meta = obj.get("metadata") or {}
             if wait and meta.get("deletionTimestamp") is not None:
                 client.wait_deleted(kind, obj_name, ns, resource_version=meta.get("resourceVersion"),

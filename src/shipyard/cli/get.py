@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import typer
-
 from shipyard.resources.names import KIND_NAMES
 
-from . import printers
-from .common import (CliError, ProjectOption, Selector, SelectorOption, kind_of, labels_of, make_client, project_of,
-                     selector_of, split_ref)
+from . import _typer as typer  # typer only when typer reads the signatures (cli/_typer.py)
+from . import common, printers
+from .common import CliError, Selector, echo, kind_of, labels_of, make_client, project_of, selector_of, split_ref
 
 if TYPE_CHECKING:
     from shipyard.client import Client
@@ -23,7 +21,7 @@ OUTPUTS = ("wide", "yaml", "json")
 
 
 def _out(text: str) -> None:
-    typer.echo(text, nl=False)
+    echo(text, nl=False)
 
 
 def sort_key(path: str) -> Any:
@@ -52,12 +50,12 @@ def get(
     what: Annotated[str, typer.Argument(metavar="KIND[/NAME]", help="e.g. trainingjobs, tj, tj/my-job, all")],
     name: Annotated[Optional[str], typer.Argument(metavar="[NAME]")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="wide, yaml or json.")] = None,
-    selector: SelectorOption = None,
+    selector: common.SelectorOption = None,
     sort_by: Annotated[Optional[str], typer.Option(
         "--sort-by", metavar="PATH", help="Sort a list by a field, e.g. .metadata.creationTimestamp.")] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="After listing, print a row per change.")] = False,
     all_projects: Annotated[bool, typer.Option("--all-projects", "-A", help="List across all projects.")] = False,
-    project: ProjectOption = None,
+    project: common.ProjectOption = None,
 ) -> None:
     """List resources, or show one (`get all`: every kind)."""
     if output is not None and output not in OUTPUTS:
@@ -80,7 +78,8 @@ def get(
             wire = client.get_wire(cls.KIND, name, namespace or "default")
             wires, version = [wire], printers.dig(wire, "metadata.resourceVersion")
         else:
-            wires, version = client.list_wire(cls.KIND, namespace)
+            # The server filters (only matches cross the wire); checked here too, for a server that predates it.
+            wires, version = client.list_wire(cls.KIND, namespace, selector=selector)
             wires = [w for w in wires if wanted.matches(labels_of(w))]
             if key is not None:
                 wires.sort(key=key)
@@ -91,7 +90,7 @@ def get(
         else:
             columns = printers.columns_for(cls.KIND, output == "wide", namespace is None)
             if not wires and not watch:
-                typer.echo(f"No {cls.PLURAL} found in {_where(namespace)}{_matching(selector)}.", err=True)
+                echo(f"No {cls.PLURAL} found in {_where(namespace)}{_matching(selector)}.", err=True)
                 return
             lines, widths = printers.table(columns, wires)
             _out("".join(line + "\n" for line in lines))
@@ -117,7 +116,8 @@ def _get_all(ctx: typer.Context, output: str | None, selector: str | None, key: 
     found: list[tuple[str, list[printers.Wire]]] = []
     with make_client() as client:
         for names in KIND_NAMES:
-            wires = [w for w in client.list_wire(names.KIND, namespace)[0] if wanted.matches(labels_of(w))]
+            listed = client.list_wire(names.KIND, namespace, selector=selector)[0]
+            wires = [w for w in listed if wanted.matches(labels_of(w))]
             if key is not None:
                 wires.sort(key=key)
             if wires:
@@ -126,7 +126,7 @@ def _get_all(ctx: typer.Context, output: str | None, selector: str | None, key: 
         _out(printers.dump(printers.as_list([w for _, wires in found for w in wires]), output))
         return
     if not found:
-        typer.echo(f"No resources found in {_where(namespace)}{_matching(selector)}.", err=True)
+        echo(f"No resources found in {_where(namespace)}{_matching(selector)}.", err=True)
         return
     tables = []
     for kind, wires in found:
@@ -163,7 +163,7 @@ def describe(
     ctx: typer.Context,
     what: Annotated[str, typer.Argument(metavar="KIND[/NAME]")],
     name: Annotated[Optional[str], typer.Argument(metavar="[NAME]")] = None,
-    project: ProjectOption = None,
+    project: common.ProjectOption = None,
 ) -> None:
     """Show one resource in detail: metadata, spec, status, conditions, replicas and events."""
     cls, name = split_ref(what, name)

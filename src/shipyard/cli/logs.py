@@ -6,9 +6,9 @@ import re
 import sys
 from typing import Annotated, Optional
 
-import typer
-
-from .common import CliError, ProjectOption, make_client, project_of, split_ref
+from . import _typer as typer  # typer only when typer reads the signature (cli/_typer.py)
+from . import common
+from .common import CliError, make_client, project_of, split_ref
 
 _DURATION = re.compile(r"(\d+)(h|m|s)")
 _SECONDS = {"h": 3600, "m": 60, "s": 1}
@@ -46,7 +46,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False,
     tail: Annotated[Optional[int], typer.Option("--tail", min=0, help="Only the last N lines (per pod).")] = None,
     trial: Annotated[Optional[int], typer.Option("--trial", min=0, help="A sweep's trial, by index.")] = None,
-    project: ProjectOption = None,
+    project: common.ProjectOption = None,
 ) -> None:
     """Print the logs of a resource's pods (replica 0 of a job, else the newest ready pod)."""
     cls, name = split_ref(what, name)

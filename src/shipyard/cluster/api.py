@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
-from lightkube import ApiError, Client
+from lightkube import ApiError, Client, operators
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.types import CascadeType, PatchType
+
+from shipyard.resources.selector import Selector
 
 log = logging.getLogger(__name__)
 
@@ -190,17 +192,23 @@ class KubeApi:
             raise error from None
 
     def list(self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None,
-             fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
+             fields: dict[str, str] | None = None, selector: Selector | None = None) -> list[dict[str, Any]]:
+        """Objects of a kind; `labels` (equality) and `selector` (any kubectl selector) are both sent to the
+        API server as its labelSelector."""
         t = self.resource_type(kind)
         try:
-            items = self._client.list(self._cls(kind), labels=labels or None, fields=fields or None,
+            items = self._client.list(self._cls(kind), labels=_label_selector(labels, selector),
+                                      fields=fields or None,
                                       **({"namespace": namespace or "*"} if t.namespaced else {}))
-            return [_plain(item) for item in items]
+            plain = [_plain(item) for item in items]
+            # A selector with two terms on one key cannot ride in lightkube's dict: check every term here too.
+            return [o for o in plain if selector.matches(o["metadata"].get("labels"))] if selector else plain
         except httpx.HTTPError as exc:
             raise _error(exc) from None
 
     def list_page(self, kind: str, namespace: str | None, limit: int | None,
-                  continue_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+                  continue_token: str | None, selector: Selector | None = None,
+                  ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a list and the cluster's token for the next (None on the last): the API server's own
         `limit`/`continue`, which lightkube's `list` follows by itself, so one request is made by hand."""
         t = self.resource_type(kind)
@@ -208,7 +216,8 @@ class KubeApi:
         try:
             br = generic.prepare_request("list", res=self._cls(kind),
                                          **({"namespace": namespace or "*"} if t.namespaced else {}),
-                                         params={"limit": limit, "continue": continue_token})
+                                         params={"limit": limit, "continue": continue_token,
+                                                 "labelSelector": selector.text() if selector else None})
             more, _, items = generic.handle_response("list", generic.send(generic.build_adapter_request(br)), br)
             return [_plain(item) for item in items], br.params.get("continue") if more else None
         except httpx.HTTPError as exc:
@@ -361,6 +370,18 @@ def _close(client: Client) -> None:
         client._client.close()  # lightkube's sync Client has no close() of its own; its generic client does
     except Exception:  # noqa: BLE001 - closing is best effort
         pass
+
+
+def _label_selector(labels: dict[str, str] | None, selector: Selector | None) -> dict[str, Any] | None:
+    """Equality labels and a parsed selector as lightkube's label dict (operators for the other terms)."""
+    out: dict[str, Any] = dict(labels or {})
+    for req in selector.requirements if selector else ():
+        if req.key in out:
+            continue  # a second term on the key: list() checks it on what comes back
+        out[req.key] = {"=": lambda r: r.values[0], "!=": lambda r: operators.not_equal(r.values[0]),
+                        "in": lambda r: operators.in_(list(r.values)), "notin": lambda r: operators.not_in(list(r.values)),
+                        "exists": lambda r: operators.exists(), "!exists": lambda r: operators.not_exists()}[req.op](req)
+    return out or None
 
 
 def _plain(obj: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from shipyard.resources import Resource
+from shipyard.resources.documents import LOCAL_WORKDIR_ANNOTATION  # noqa: F401 - re-exported
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 KIND_LABEL = "shipyard.dev/kind"
@@ -17,7 +18,6 @@ RESTART_LABEL = "shipyard.dev/restart"
 # A TrainingJob carrying Kueue's queue label is admitted by Kueue, not by Shipyard.
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 VOLUME_LABEL = "shipyard.dev/volume"
-LOCAL_WORKDIR_ANNOTATION = "shipyard.dev/local-workdir"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 # The non-root identity pods run as on a cluster; images are built to work as this user.

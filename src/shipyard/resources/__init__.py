@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from .base import (API_GROUP, API_VERSION, Condition, FieldError, ObjectMeta, OwnerReference, Resource,
                        Status, set_condition)
     from .endpoint import Endpoint, EndpointSpec
-    from .manifest import Document, ManifestError, load_resources, parse_yaml, validate_document
+    from .documents import Document, ManifestError, parse_yaml
+    from .manifest import load_resources, validate_document
     from .registry import KINDS, kind_class, resolve_kind
     from .serving import ServingResource, ServingSpec, ServingStatus
     from .sweep import Sweep, SweepSpec, SweepStatus, TrialStatus
@@ -26,7 +27,8 @@ _WHERE = {
     "base": ("Condition", "FieldError", "ObjectMeta", "OwnerReference", "Resource", "Status", "set_condition"),
     "names": ("API_GROUP", "API_VERSION"),
     "endpoint": ("Endpoint", "EndpointSpec"),
-    "manifest": ("Document", "ManifestError", "load_resources", "parse_yaml", "validate_document"),
+    "documents": ("Document", "ManifestError", "parse_yaml"),
+    "manifest": ("load_resources", "validate_document"),
     "registry": ("KINDS", "kind_class", "resolve_kind"),
     "serving": ("ServingResource", "ServingSpec", "ServingStatus"),
     "sweep": ("Sweep", "SweepSpec", "SweepStatus", "TrialStatus"),

@@ -6,8 +6,7 @@ the API filters lists and watches with the same parser, so both refuse the same 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 # A label key: an optional DNS-subdomain prefix and a name of up to 63 characters (Kubernetes' rule). Patterns
 # as text, compiled (and cached) by `re` on first use: importing this module is on every CLI call's path.
@@ -16,8 +15,8 @@ _VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 _SET = r"^\s*(?P<key>[^\s!=(),]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)\s*$"
 
 
-@dataclass(frozen=True)
-class Requirement:
+# NamedTuples rather than dataclasses: this is on every CLI call, and dataclasses imports inspect (~20 ms).
+class Requirement(NamedTuple):
     key: str
     op: str  # "=", "!=", "in", "notin", "exists", "!exists"
     values: tuple[str, ...] = ()
@@ -31,9 +30,15 @@ class Requirement:
             return self.key in labels and labels[self.key] in self.values
         return labels.get(self.key) not in self.values  # != and notin hold when the label is absent, as kubectl
 
+    def text(self) -> str:
+        if self.op in ("exists", "!exists"):
+            return ("!" if self.op == "!exists" else "") + self.key
+        if self.op in ("=", "!="):
+            return f"{self.key}{self.op}{self.values[0]}"
+        return f"{self.key} {self.op} ({','.join(self.values)})"
 
-@dataclass(frozen=True)
-class Selector:
+
+class Selector(NamedTuple):
     requirements: tuple[Requirement, ...] = ()
 
     def matches(self, labels: Mapping[str, str] | None) -> bool:
@@ -41,6 +46,15 @@ class Selector:
 
     def __bool__(self) -> bool:
         return bool(self.requirements)
+
+    def text(self) -> str:
+        """The selector as kubectl writes it (what an API server's labelSelector parameter reads)."""
+        return ",".join(r.text() for r in self.requirements)
+
+    @classmethod
+    def equal(cls, labels: Mapping[str, str]) -> Selector:
+        """Every label equal to its value (an ownerless `matchLabels`)."""
+        return cls(tuple(Requirement(k, "=", (v,)) for k, v in labels.items()))
 
 
 def _split_terms(text: str) -> list[str]:

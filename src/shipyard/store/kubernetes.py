@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from shipyard.cluster.api import KubeApi, KubeConflict, KubeError, KubeNotFound, ResourceType
 from shipyard.resources import KINDS, Resource, kind_class
 from shipyard.resources.base import API_VERSION, format_loc, utcnow
+from shipyard.resources.selector import Selector
 
 from . import paging
 from .kubernetes_apikeys import KubernetesApiKeys
@@ -97,12 +98,13 @@ class KubernetesStore:
         obj = self._call(self._api.get, kind, namespace, name)
         return None if obj is None else self._load(obj)
 
-    def list(self, kind: str | None = None, namespace: str | None = None) -> list[Resource]:
+    def list(self, kind: str | None = None, namespace: str | None = None,
+             selector: Selector | None = None) -> list[Resource]:
         out: list[Resource] = []
         # With watched namespaces the operator may have no right to list cluster-wide: ask each namespace.
         scopes = [namespace] if namespace else self._namespaces
         for k, ns in [(k, ns) for k in ([kind] if kind else sorted(KINDS)) for ns in scopes]:
-            for obj in self._call(self._api.list, k, ns):
+            for obj in self._call(self._api.list, k, ns, None, None, selector):
                 try:
                     out.append(self._load(obj))
                 except Invalid:
@@ -110,19 +112,21 @@ class KubernetesStore:
         return sorted(out, key=lambda r: r.key)
 
     def list_page(self, kind: str, namespace: str | None = None, name: str | None = None,
-                  limit: int | None = None, continue_token: str | None = None) -> ListPage:
+                  limit: int | None = None, continue_token: str | None = None,
+                  selector: Selector | None = None) -> ListPage:
         """A page of the cluster's own list: `limit` and the cluster's continue token pass through (wrapped
         with this store's version, which is what watches here resume from)."""
         scopes = [namespace] if namespace else self._namespaces
         if name is not None or len(scopes) > 1:
             # One object, or several namespaces asked one by one: no single cluster list to page.
-            return paging.page_resources(self.list(kind, namespace), kind, namespace, name, limit, continue_token,
-                                         self._version)
+            return paging.page_resources(self.list(kind, namespace, selector), kind, namespace, name, limit,
+                                         continue_token, self._version)
         version, upstream = self._version, None
         if continue_token:
             token = paging.decode(kind, namespace, name, continue_token)
             version, upstream = token.resource_version, token.upstream
-        objs, following = self._call(self._api.list_page, kind, scopes[0], paging.check_limit(limit), upstream)
+        objs, following = self._call(self._api.list_page, kind, scopes[0], paging.check_limit(limit), upstream,
+                                     selector)
         items = []
         for obj in objs:
             try:

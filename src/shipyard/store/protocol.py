@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Callable, Literal, Protocol
 
 from shipyard.resources import Resource
+from shipyard.resources.selector import Selector
 
 
 class StoreError(Exception):
@@ -116,7 +117,10 @@ class ApiKeyStore(Protocol):
 class Store(Protocol):
     def get(self, kind: str, namespace: str, name: str) -> Resource | None: ...
 
-    def list(self, kind: str | None = None, namespace: str | None = None) -> list[Resource]: ...
+    def list(self, kind: str | None = None, namespace: str | None = None,
+             selector: Selector | None = None) -> list[Resource]:
+        """Objects ordered by kind, namespace and name; only those whose labels match `selector`, if given
+        (filtered where the objects are stored, so asking for a few among many costs little)."""
 
     def apply(self, resources: list[Resource]) -> list[ApplyResult]:
         """Create or update the user-owned parts (labels, annotations, spec) of all, atomically."""
@@ -148,6 +152,7 @@ class PagedLister(Protocol):
     form. The API uses it when a store has it, and pages `Store.list` itself otherwise."""
 
     def list_page(self, kind: str, namespace: str | None = None, name: str | None = None,
-                  limit: int | None = None, continue_token: str | None = None) -> ListPage:
+                  limit: int | None = None, continue_token: str | None = None,
+                  selector: Selector | None = None) -> ListPage:
         """Objects of `kind` (one `name`, if given) ordered by namespace and name; BadRequest if the token is
         malformed or from another list."""

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from shipyard.resources import API_VERSION, KINDS, Document, ManifestError, Resource, validate_document
 from shipyard.resources.manifest import MAX_DOCUMENT_BYTES
+from shipyard.resources.selector import Selector, parse_selector
 from shipyard.store import Gone, ListPage, NotFound, Store, WatchEvent
 from shipyard.store.paging import page_resources
 
@@ -88,14 +89,22 @@ def _field_selector(selector: str | None) -> dict[str, str]:
     return wanted
 
 
-def _matcher(kind: str, namespace: str | None, fields: dict[str, str]) -> Callable[[dict[str, Any]], bool]:
+def _label_selector(text: str | None) -> Selector:
+    try:
+        return parse_selector(text)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _matcher(kind: str, namespace: str | None, fields: dict[str, str],
+             labels: Selector) -> Callable[[dict[str, Any]], bool]:
     name = fields.get("metadata.name")
     namespace = fields.get("metadata.namespace", namespace)
 
     def match(obj: dict[str, Any]) -> bool:
         meta = obj.get("metadata") or {}
         return (obj.get("kind") == kind and (namespace is None or meta.get("namespace") == namespace)
-                and (name is None or meta.get("name") == name))
+                and (name is None or meta.get("name") == name) and labels.matches(meta.get("labels")))
 
     return match
 
@@ -234,13 +243,15 @@ async def _watch_stream(store: Store, first: list[WatchEvent], since: int, match
 
 
 def _page(store: Store, kind: str, namespace: str | None, name: str | None, limit: int | None,
-          continue_token: str | None) -> ListPage:
+          continue_token: str | None, selector: Selector) -> ListPage:
     list_page = getattr(store, "list_page", None)  # the optional PagedLister capability
     if list_page is not None:
-        return list_page(kind, namespace, name, limit, continue_token)  # type: ignore[no-any-return]
+        return list_page(kind, namespace, name, limit, continue_token,  # type: ignore[no-any-return]
+                         selector or None)
     # Version first: a watch from it may repeat a change the list already shows, but never misses one.
     version = store.current_version()
-    return page_resources(store.list(kind, namespace), kind, namespace, name, limit, continue_token, version)
+    return page_resources(store.list(kind, namespace, selector or None), kind, namespace, name, limit,
+                          continue_token, version)
 
 
 def _list_response(cls: type[Resource], page: ListPage) -> Response:
@@ -256,14 +267,16 @@ def _list_response(cls: type[Resource], page: ListPage) -> Response:
 async def _list(request: Request, cls: type[Resource], namespace: str | None, watch: bool,
                 resource_version: str | None, field_selector: str | None,
                 timeout_seconds: int | None, limit: int | None = None,
-                continue_token: str | None = None) -> Response:
+                continue_token: str | None = None, label_selector: str | None = None) -> Response:
     store = _store(request)
     fields = _field_selector(field_selector)
-    match = _matcher(cls.KIND, namespace, fields)
+    labels = _label_selector(label_selector)
+    # A watch sends only changes of matching objects (an object that stops matching is not announced).
+    match = _matcher(cls.KIND, namespace, fields, labels)
     if not watch:
         scope = fields.get("metadata.namespace", namespace)
         page = await run_in_threadpool(_page, store, cls.KIND, scope, fields.get("metadata.name"), limit,
-                                       continue_token)
+                                       continue_token, labels)
         return _list_response(cls, page)
     if resource_version is None or resource_version == "":
         since = store.current_version()
@@ -283,24 +296,26 @@ async def _list(request: Request, cls: type[Resource], namespace: str | None, wa
 async def list_all(request: Request, plural: str, watch: bool = False,
                    resource_version: str | None = Query(None, alias="resourceVersion"),
                    field_selector: str | None = Query(None, alias="fieldSelector"),
+                   label_selector: str | None = Query(None, alias="labelSelector", max_length=4096),
                    timeout_seconds: int | None = Query(None, alias="timeoutSeconds", ge=0, le=86400),
                    limit: int | None = Query(None, ge=0),
                    continue_token: str | None = Query(None, alias="continue", max_length=4096),
                    ) -> Response:
     return await _list(request, _kind(plural), None, watch, resource_version, field_selector, timeout_seconds,
-                       limit, continue_token)
+                       limit, continue_token, label_selector)
 
 
 @router.get(NAMESPACED, response_model=None)
 async def list_namespaced(request: Request, namespace: str, plural: str, watch: bool = False,
                           resource_version: str | None = Query(None, alias="resourceVersion"),
                           field_selector: str | None = Query(None, alias="fieldSelector"),
+                          label_selector: str | None = Query(None, alias="labelSelector", max_length=4096),
                           timeout_seconds: int | None = Query(None, alias="timeoutSeconds", ge=0, le=86400),
                           limit: int | None = Query(None, ge=0),
                           continue_token: str | None = Query(None, alias="continue", max_length=4096),
                           ) -> Response:
     return await _list(request, _kind(plural), namespace, watch, resource_version, field_selector,
-                       timeout_seconds, limit, continue_token)
+                       timeout_seconds, limit, continue_token, label_selector)
 
 
 # --- one object -----------------------------------------------------------------------------------------

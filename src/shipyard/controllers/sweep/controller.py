@@ -32,6 +32,7 @@ from typing import Literal
 
 from shipyard.resources import Condition, Sweep, TrainingJob, set_condition
 from shipyard.resources.sweep import BestTrial, RegisteredModel, SweepStatus, TrialStatus
+from shipyard.resources.selector import Selector
 from shipyard.store.protocol import Store
 
 from ..clock import Clock, SystemClock
@@ -112,9 +113,10 @@ class SweepController:
         A TrainingJob merely labelled with the sweep's name, owned by no Sweep, is the user's: left alone."""
         owned: dict[str, TrainingJob] = {}
         stale: list[TrainingJob] = []
-        for job in self._store.list("TrainingJob", sweep.metadata.namespace):
-            if job.metadata.labels.get(SWEEP_LABEL) != sweep.metadata.name:
-                continue
+        # Asked by label: a sweep's reconcile must not read every TrainingJob of its project (10,000 of them
+        # made each reconcile cost 0.1 s, and a project of sweeps quadratic).
+        for job in self._store.list("TrainingJob", sweep.metadata.namespace,
+                                    Selector.equal({SWEEP_LABEL: sweep.metadata.name})):
             assert isinstance(job, TrainingJob)
             if owned_by(job, sweep):
                 owned[job.metadata.name] = job
@@ -417,8 +419,8 @@ class SweepController:
 
     def _delete_orphans(self, namespace: str, name: str) -> None:
         """Trials whose Sweep vanished without its finalizer running (deleted before its first reconcile)."""
-        for job in self._store.list("TrainingJob", namespace):
-            if job.metadata.labels.get(SWEEP_LABEL) == name and job.metadata.deletion_timestamp is None and any(
+        for job in self._store.list("TrainingJob", namespace, Selector.equal({SWEEP_LABEL: name})):
+            if job.metadata.deletion_timestamp is None and any(
                     ref.kind == self.kind and ref.name == name for ref in job.metadata.owner_references):
                 self._store.delete("TrainingJob", namespace, job.metadata.name)
 

@@ -227,8 +227,8 @@ class TrainingJobController:
         if not isinstance(self._runtime, LogReader):
             return
         rank0 = newest_pods(pods).get(0)
-        if rank0 is None:
-            return
+        if rank0 is None or (rank0.get("status") or {}).get("phase", "Pending") == "Pending":
+            return  # never started: no log to read (and thousands of waiting jobs must not each look for one)
         tail = b"".join(self._runtime.read_log(job.metadata.namespace, rank0["metadata"]["name"],
                                                tail_bytes=PROGRESS_TAIL_BYTES))
         parsed = last_progress(tail.decode("utf-8", errors="replace"))

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shipyard.resources.documents import LOCAL_WORKDIR_ANNOTATION
+
 from .network import LOOPBACK, resolve_argv, rewrite_service_urls
 from .processes import POD_UID_ENV
 from .volumes import substitute
 
-LOCAL_WORKDIR_ANNOTATION = "shipyard.dev/local-workdir"
 # The daemon's own secrets never reach workloads.
 SCRUBBED_ENV = ("SHIPYARD_TOKEN",)
 

@@ -59,6 +59,26 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _state_of(obj: dict[str, Any]) -> str | None:
+    """What the sync loop looks objects up by (ObjectFiles indexes it on every save). Pods: Terminating, or
+    their phase, with a pending pod already tried and found not to fit as Unschedulable. Workloads:
+    Terminating, or Timed when their sync may decide differently later with nothing else changing (a Job
+    with a deadline); None for the rest, which only events move."""
+    meta, status = obj["metadata"], obj.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return "Terminating"
+    if obj["kind"] == "Pod":
+        phase = status.get("phase") or "Pending"
+        if phase == "Pending" and any(c.get("type") == "PodScheduled" for c in status.get("conditions", [])):
+            return "Unschedulable"
+        return str(phase)
+    spec = obj.get("spec") or {}
+    if (obj["kind"] == "Job" and spec.get("activeDeadlineSeconds") and not spec.get("suspend")
+            and not job_finished(obj)):
+        return "Timed"
+    return None
+
+
 class LocalRuntime:
     def __init__(self, root: Path, volumes: Path, logs: Path, capacity: Capacity | None = None,
                  clock: Callable[[], datetime] = _now, metrics: PodMetrics | None = None,
@@ -67,7 +87,7 @@ class LocalRuntime:
                  log_limits: tuple[int, int] = (podlog.DEFAULT_MAX_BYTES, podlog.DEFAULT_MAX_FILES)):
         self._root = root
         self._volumes = volumes
-        self._objects = ObjectFiles(root / "objects")
+        self._objects = ObjectFiles(root / "objects", _state_of)
         self._capacity = capacity or Capacity.detect()
         self._clock = clock
         self._metrics = metrics
@@ -261,10 +281,8 @@ class LocalRuntime:
                 self._place = self._freed = True
             draining = self._draining.is_set()
             self._kubelet.begin_tick()
-            for pod in list(self._objects.all("Pod")):
-                # Only a pod with a process (or waiting to restart one) or being deleted has anything to do.
-                if pod["status"]["phase"] != "Running" and not pod["metadata"].get("deletionTimestamp"):
-                    continue
+            # Only a pod with a process (or waiting to restart one) or being deleted has anything to do.
+            for pod in self._objects.in_state("Pod", "Running") + self._objects.in_state("Pod", "Terminating"):
                 if self._kubelet.sync_pod(pod, draining):
                     changed |= self._owners_of(pod)
                     dirty |= {r.get("uid") for r in pod["metadata"].get("ownerReferences", [])}
@@ -272,8 +290,8 @@ class LocalRuntime:
             self._kubelet.end_tick()
             if self._kubelet.logs_due():  # a pod or an owner went: its logs may go with it
                 self._kubelet.collect_logs(sorted(NATIVE_KINDS - {"Pod"}))
-            pods = self._pods_by_owner()
-            running = {uid for uid, owned in pods.items() if any(p["status"]["phase"] == "Running" for p in owned)}
+            running = {r.get("uid") for p in self._objects.in_state("Pod", "Running")
+                       for r in p["metadata"].get("ownerReferences", [])}
             self._busy = bool(running) or draining
             if not draining:
                 for hpa in list(self._objects.all("HorizontalPodAutoscaler")):
@@ -281,12 +299,10 @@ class LocalRuntime:
                         changed |= self._sync_hpa(hpa, values[hpa["metadata"]["uid"]], dirty)
                 for kind, sync in (("Job", self._sync_job), ("Deployment", self._sync_deployment),
                                    ("StatefulSet", self._sync_statefulset)):
-                    for owner in list(self._objects.all(kind)):
+                    for owner in self._owners_to_sync(kind, full, dirty | running):
                         uid = owner["metadata"]["uid"]
-                        if not (full or uid in dirty or uid in running or self._moves_with_time(owner)):
-                            continue
                         self._busy = self._busy or bool(owner["metadata"].get("deletionTimestamp"))
-                        if sync(owner, pods.get(uid, [])):
+                        if sync(owner, self._objects.owned(uid, "Pod")):
                             changed |= self._owners_of(owner)
                             # What it did (pods deleted or created) may call for more: look again next tick,
                             # until a sync changes nothing.
@@ -299,25 +315,23 @@ class LocalRuntime:
             for callback in self._subscribers:
                 callback(key)
 
-    def _pods_by_owner(self) -> dict[str, list[dict[str, Any]]]:
-        """Every pod under the uid of each owner: one pass, instead of a scan of every pod per workload."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        for pod in self._objects.all("Pod"):
-            for ref in pod["metadata"].get("ownerReferences", []):
-                out.setdefault(ref.get("uid"), []).append(pod)
-        return out
-
-    @staticmethod
-    def _moves_with_time(owner: dict[str, Any]) -> bool:
-        """Whether a workload's sync may decide differently later with nothing else changing."""
-        if owner["metadata"].get("deletionTimestamp"):
-            return True
-        spec = owner.get("spec", {})
-        return (owner["kind"] == "Job" and bool(spec.get("activeDeadlineSeconds")) and not spec.get("suspend")
-                and not job_finished(owner))
+    def _owners_to_sync(self, kind: str, full: bool, uids: set[str]) -> list[dict[str, Any]]:
+        """The workloads of a kind whose sync may decide something now: on a full pass all of them, else those
+        that changed or whose pods did, those with a running pod (`uids`), and those that move with time
+        (being deleted, or a Job with a deadline): found through the indexes, never by walking every one."""
+        if full:
+            return list(self._objects.all(kind))
+        found = {o["metadata"]["uid"]: o for o in self._objects.in_state(kind, "Terminating")
+                 + self._objects.in_state(kind, "Timed")}
+        for uid in uids:
+            owner = self._objects.by_uid(uid)
+            if owner is not None and owner["kind"] == kind:
+                found[uid] = owner
+        return sorted(found.values(), key=lambda o: (o["metadata"].get("creationTimestamp", ""),
+                                                     o["metadata"]["namespace"], o["metadata"]["name"]))
 
     def _owned_pods(self, owner: dict[str, Any]) -> list[dict[str, Any]]:
-        return [p for p in self._objects.all("Pod") if self._owned_by(p, owner)]
+        return self._objects.owned(owner["metadata"]["uid"], "Pod")
 
     def _sync_job(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
         meta = job["metadata"]
@@ -488,13 +502,12 @@ class LocalRuntime:
         Without `retry` (nothing freed since the last try), pods already found Unschedulable are skipped: they
         still do not fit, and trying thousands of them again for each new pod made creating them quadratic."""
         changed: set[OwnerKey] = set()
-        pending = [p for p in self._objects.all("Pod")
-                   if p["status"]["phase"] == "Pending" and not p["metadata"].get("deletionTimestamp")
-                   and (retry or not any(c.get("type") == "PodScheduled" for c in p["status"].get("conditions", [])))]
+        pending = self._objects.in_state("Pod", "Pending")
+        if retry:
+            pending += self._objects.in_state("Pod", "Unschedulable")
         if not pending:
             return changed
-        running = [(Request.of_pod(p), p["status"].get("gpus", [])) for p in self._objects.all("Pod")
-                   if p["status"]["phase"] == "Running"]
+        running = [(Request.of_pod(p), p["status"].get("gpus", [])) for p in self._objects.in_state("Pod", "Running")]
         free = Allocation.free(self._capacity, running)
         gangs: dict[str, list[dict[str, Any]]] = {}
         for pod in sorted(pending, key=lambda p: p["metadata"]["creationTimestamp"]):
@@ -530,10 +543,6 @@ class LocalRuntime:
         return True
 
     # --- helpers -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _owned_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
-        return any(r.get("uid") == owner["metadata"].get("uid") for r in child["metadata"].get("ownerReferences", []))
 
     def _owners_of(self, obj: dict[str, Any]) -> set[OwnerKey]:
         """The Shipyard resource(s) that own this object, following ownerReferences through native kinds."""
