@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import shipyard.config as config
+from shipyard.client_access import AccessMixin
 from shipyard.resources.names import API_VERSION, KindName, resolve_name
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ API_PORT = 7433
 ADMIN_TOKEN_SECRET = "shipyard-admin-token"
 
 
-class Client:
+class Client(AccessMixin):
     cluster = False  # reached through the Kubernetes API server (`--context`) rather than directly
 
     def __init__(self, url: str | None = None, token: str | None = None, home: Path | None = None,
@@ -117,7 +118,8 @@ class Client:
         self.url = (url or os.environ.get("SHIPYARD_API_URL") or self._daemon_url(p.daemon_info) or "").rstrip("/")
         if not self.url:
             raise NotRunning("no Shipyard control plane is running (start one with `shipyard up`)")
-        token = token or os.environ.get("SHIPYARD_TOKEN") or self._read_token(p.admin_token)
+        token = token or os.environ.get("SHIPYARD_TOKEN") or self._login_token(p.credentials, self.url) \
+            or self._read_token(p.admin_token)
         self.token = token  # for the few callers that speak to the API without httpx (port-forward's WebSocket)
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -174,6 +176,14 @@ class Client:
             return None
         url = info.get("url") if isinstance(info, dict) else None
         return url if isinstance(url, str) and url else None
+
+    @staticmethod
+    def _login_token(path: Path, url: str) -> str | None:
+        """The token `shipyard login` stored for this control plane, if any (before the admin token: who
+        logged in acts as themselves, even on the machine that holds the admin token)."""
+        from shipyard import credentials
+
+        return credentials.token_for(path, url)
 
     @staticmethod
     def _read_token(path: Path) -> str | None:

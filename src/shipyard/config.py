@@ -48,6 +48,11 @@ class Paths(NamedTuple):  # not a dataclass: the CLI imports this, and dataclass
     def logs(self) -> Path:
         return self.home / "logs"
 
+    @property
+    def credentials(self) -> Path:
+        """JSON {server URL: token} that `shipyard login` writes, mode 0600 (shipyard/credentials.py)."""
+        return self.home / "credentials.json"
+
 
 def shipyard_home() -> Path:
     return Path(os.environ.get("SHIPYARD_HOME") or Path.home() / ".shipyard").expanduser().resolve()

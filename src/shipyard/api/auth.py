@@ -1,25 +1,19 @@
-"""Bearer-token authentication: one admin token, checked on every route except /healthz.
+"""The bootstrap admin token: created once, kept as a 0600 file; who else may call is api/authz.py's business.
 
 The server keeps only the token's sha256; the token itself lives in a 0600 file the CLI reads, so a leaked
-daemon log or process listing never reveals it. Comparison is constant-time. Nothing in this module may log,
+daemon log or process listing never reveals it (authz.py compares in constant time). Nothing in this module may log,
 echo or put the token into an error message.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 from pathlib import Path
-from typing import Callable
-
-from fastapi import HTTPException, Request
 
 from shipyard.tokens import hash_token, new_admin_token, new_api_key
 
-__all__ = ["hash_token", "load_or_create_admin_token", "new_api_key", "require_token"]
-UNAUTHORIZED = "missing or invalid API token"
-PROXY_TOKEN_HEADER = "x-shipyard-token"
+__all__ = ["hash_token", "load_or_create_admin_token", "new_api_key"]
 
 
 def _read_token(path: Path) -> str:
@@ -56,22 +50,3 @@ def load_or_create_admin_token(path: Path) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return token
-
-
-def require_token(admin_token_hash: str) -> Callable[[Request], None]:
-    """A router-level dependency accepting only the admin token (`Authorization: Bearer`, or X-Shipyard-Token)."""
-    expected = admin_token_hash.encode()
-
-    def check(request: Request) -> None:
-        # Through the Kubernetes API server's service proxy (`shipyard --context`) the Authorization header is the
-        # cluster's and is removed there, so the token may come in X-Shipyard-Token instead.
-        token = request.headers.get(PROXY_TOKEN_HEADER, "").strip()
-        scheme = "bearer"
-        if not token:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            token = token.strip()
-        if (scheme.lower() != "bearer" or not token
-                or not hmac.compare_digest(hash_token(token).encode(), expected)):
-            raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-
-    return check

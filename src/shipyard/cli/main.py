@@ -58,6 +58,13 @@ VERBS: dict[str, tuple[str, str]] = {
     "open": ("shipyard.cli.workspace", "open_workspace"),
     "suspend": ("shipyard.cli.workspace", "suspend"),
     "resume": ("shipyard.cli.workspace", "resume"),
+    "login": ("shipyard.cli.access", "login"),
+    "logout": ("shipyard.cli.access", "logout"),
+    "auth": ("shipyard.cli.access", "auth_app"),
+    "user": ("shipyard.cli.access", "user_app"),
+    "serviceaccount": ("shipyard.cli.access", "serviceaccount_app"),
+    "project": ("shipyard.cli.access", "project_app"),
+    "audit": ("shipyard.cli.access", "audit"),
 }
 
 

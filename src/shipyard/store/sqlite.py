@@ -9,6 +9,7 @@ All writes are serialised by one lock: the daemon is the only writer, and SQLite
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import uuid
 from collections import deque
@@ -29,7 +30,10 @@ from shipyard.resources.selector import Selector
 
 from . import paging
 from .apikeys import SQLiteApiKeys
+from .audit import SQLiteAudit
+from .identities import SQLiteIdentities, load_or_create_key
 from .protocol import ApplyResult, Conflict, Event, Gone, Invalid, ListPage, NotFound, WatchEvent
+from .rbac import SQLiteRbac
 
 metadata = MetaData()
 objects = Table(
@@ -109,6 +113,13 @@ class SQLiteStore:
 
         metadata.create_all(self._engine)
         self.api_keys = SQLiteApiKeys(self._engine)
+        # Who may do what (api/authz.py): identities with keyed token hashes (the key in a 0600 file beside
+        # the database; in memory, a key of this process), the roles and bindings, and the audit trail.
+        key = secrets.token_bytes(32) if str(path) == ":memory:" else \
+            load_or_create_key(Path(path).with_name("identity.key"))
+        self.identities = SQLiteIdentities(self._engine, key)
+        self.rbac = SQLiteRbac(self._engine)
+        self.audit = SQLiteAudit(self._engine)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._history: deque[WatchEvent] = deque(maxlen=WATCH_HISTORY)

@@ -1,6 +1,6 @@
 """Per-project API keys for the gateway: create (the token is shown once, in this response only), list, revoke.
 
-Only the admin token reaches these routes (the router is mounted behind it). The store keeps the key's
+Managing them is a project right (`apikeys`; role edit). The store keeps the key's
 sha256 and a hint; nothing here logs a token.
 """
 
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from shipyard.resources.base import check_dns1123_label
 from shipyard.store import ApiKey, ApiKeyStore
 
 from shipyard.tokens import HINT_CHARS, hash_token, new_api_key
+
+from ..authz import allow
 
 PREFIX = "/api/v1/projects/{project}/apikeys"
 
@@ -47,7 +49,7 @@ def _wire(key: ApiKey) -> dict[str, Any]:
             "status": "revoked" if key.revoked_at else "active"}
 
 
-@router.post(PREFIX, status_code=201)
+@router.post(PREFIX, status_code=201, dependencies=[Depends(allow("create", "apikeys"))])
 def create(project: str, body: CreateRequest, request: Request) -> dict[str, Any]:
     _checked(project, "project")
     _checked(body.name, "key name")
@@ -56,11 +58,11 @@ def create(project: str, body: CreateRequest, request: Request) -> dict[str, Any
     return {**_wire(key), "token": token}
 
 
-@router.get(PREFIX)
+@router.get(PREFIX, dependencies=[Depends(allow("list", "apikeys"))])
 def list_keys(project: str, request: Request) -> dict[str, Any]:
     return {"items": [_wire(k) for k in _keys(request).list_api_keys(_checked(project, "project"))]}
 
 
-@router.delete(PREFIX + "/{name}")
+@router.delete(PREFIX + "/{name}", dependencies=[Depends(allow("delete", "apikeys"))])
 def revoke(project: str, name: str, request: Request) -> dict[str, Any]:
     return _wire(_keys(request).revoke_api_key(_checked(project, "project"), _checked(name, "key name")))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from ..authz import allow
 
 router = APIRouter()
 
@@ -24,7 +26,7 @@ def _wire(mv: Any) -> dict[str, Any]:
             "volume": mv.volume, "path": mv.path, "runId": mv.run_id}
 
 
-@router.get("/api/v1/models")
+@router.get("/api/v1/models", dependencies=[Depends(allow("list", "models", cluster_scoped=True))])
 def list_models(request: Request) -> dict[str, Any]:
     registry: ModelRegistry | None = request.app.state.models
     if registry is None:

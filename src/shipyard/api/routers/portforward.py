@@ -2,22 +2,23 @@
 to a replica's port, as `kubectl port-forward` tunnels through the Kubernetes API server.
 
 The API server does not know where replicas listen; a `PortForwarder` (given by the composition root, backed
-by the runtime) answers that. Bytes are relayed both ways until either side closes. Auth is checked here by
-hand because router dependencies take an HTTP Request, which a WebSocket handshake is not.
+by the runtime) answers that. Bytes are relayed both ways until either side closes. Authentication and
+authorization (`create` on `PLURAL/portforward`, as Kubernetes' pods/portforward) are checked here by hand,
+because router dependencies take an HTTP Request, which a WebSocket handshake is not.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from typing import Protocol
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from shipyard.resources import API_VERSION, KINDS, Resource
 from shipyard.store import NotFound
-from shipyard.tokens import hash_token
+
+from ..authz import Permission, check, declares, identify
 
 router = APIRouter()
 CHUNK = 64 * 1024
@@ -32,12 +33,14 @@ class PortForwarder(Protocol):
 
 
 @router.websocket(f"/apis/{API_VERSION}/namespaces/{{namespace}}/{{plural}}/{{name}}/portforward")
+@declares(Permission("create", subresource="portforward"))
 async def port_forward(websocket: WebSocket, namespace: str, plural: str, name: str, port: str | None = None) -> None:
     app = websocket.app
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(hash_token(token.strip()).encode(),
-                                                             app.state.admin_token_hash.encode()):
-        await websocket.close(POLICY_VIOLATION, "missing or invalid API token")
+    try:
+        identify(websocket)
+        check(websocket, "create", plural, namespace=namespace, name=name, subresource="portforward")
+    except HTTPException as exc:
+        await websocket.close(POLICY_VIOLATION, str(exc.detail)[:120])
         return
     cls = next((c for c in KINDS.values() if c.PLURAL == plural), None)
     forwarder: PortForwarder | None = app.state.port_forward

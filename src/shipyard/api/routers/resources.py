@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Callable
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +27,7 @@ from shipyard.resources.selector import Selector, parse_selector
 from shipyard.store import Gone, ListPage, NotFound, Store, WatchEvent
 from shipyard.store.paging import page_resources
 
+from ..authz import allow, check
 from ..errors import error_response, one_line, validation_detail
 from ..logs import LogOptions, check_options, log_target, open_log_stream
 
@@ -170,7 +171,24 @@ def _preview(store: Store, resources: list[Resource]) -> list[tuple[Resource, st
     return out
 
 
-@router.post(PREFIX + "/apply")
+def _authorize_apply(request: Request, resources: list[Resource], dry_run: bool) -> None:
+    """Apply creates or updates: both rights on each (kind, project) it touches, all checked before any
+    write (a refusal leaves nothing half-applied)."""
+    seen: set[tuple[str, str]] = set()
+    for res in resources:
+        key = (type(res).PLURAL, res.metadata.namespace)
+        if key in seen:
+            continue
+        seen.add(key)
+        for verb in ("create", "update"):
+            check(request, verb, key[0], namespace=key[1])
+    if not dry_run:
+        request.scope.setdefault("state", {}).setdefault("audit", {})["objects"] = [
+            {"verb": "apply", "resource": type(r).PLURAL, "namespace": r.metadata.namespace, "name": r.metadata.name}
+            for r in resources]
+
+
+@router.post(PREFIX + "/apply", dependencies=[Depends(allow(None))])
 async def apply(request: Request) -> JSONResponse:
     raw = await request.body()
     parsed = _parse_apply(raw)
@@ -184,6 +202,7 @@ async def apply(request: Request) -> JSONResponse:
         more = len(failures) - 1
         detail = str(failures[0]) + (f" (and {more} more invalid document{'s' if more > 1 else ''})" if more else "")
         return error_response(422, detail, errors=[f.to_dict() for f in failures])
+    _authorize_apply(request, resources, parsed.dry_run)
     store = _store(request)
     if parsed.dry_run:
         outcome = await run_in_threadpool(_preview, store, resources)
@@ -292,7 +311,7 @@ async def _list(request: Request, cls: type[Resource], namespace: str | None, wa
     return StreamingResponse(stream, media_type="application/x-ndjson")
 
 
-@router.get(PREFIX + "/{plural}", response_model=None)
+@router.get(PREFIX + "/{plural}", response_model=None, dependencies=[Depends(allow("list", cluster_scoped=True))])
 async def list_all(request: Request, plural: str, watch: bool = False,
                    resource_version: str | None = Query(None, alias="resourceVersion"),
                    field_selector: str | None = Query(None, alias="fieldSelector"),
@@ -305,7 +324,7 @@ async def list_all(request: Request, plural: str, watch: bool = False,
                        limit, continue_token, label_selector)
 
 
-@router.get(NAMESPACED, response_model=None)
+@router.get(NAMESPACED, response_model=None, dependencies=[Depends(allow("list"))])
 async def list_namespaced(request: Request, namespace: str, plural: str, watch: bool = False,
                           resource_version: str | None = Query(None, alias="resourceVersion"),
                           field_selector: str | None = Query(None, alias="fieldSelector"),
@@ -320,7 +339,7 @@ async def list_namespaced(request: Request, namespace: str, plural: str, watch: 
 
 # --- one object -----------------------------------------------------------------------------------------
 
-@router.get(NAMESPACED + "/{name}")
+@router.get(NAMESPACED + "/{name}", dependencies=[Depends(allow("get"))])
 def get_object(request: Request, namespace: str, plural: str, name: str) -> JSONResponse:
     cls = _kind(plural)
     obj = _store(request).get(cls.KIND, namespace, name)
@@ -329,7 +348,7 @@ def get_object(request: Request, namespace: str, plural: str, name: str) -> JSON
     return JSONResponse(obj.to_wire())
 
 
-@router.delete(NAMESPACED + "/{name}")
+@router.delete(NAMESPACED + "/{name}", dependencies=[Depends(allow("delete"))])
 def delete_object(request: Request, namespace: str, plural: str, name: str) -> JSONResponse:
     cls = _kind(plural)
     obj = _store(request).delete(cls.KIND, namespace, name)
@@ -338,7 +357,7 @@ def delete_object(request: Request, namespace: str, plural: str, name: str) -> J
     return JSONResponse(obj.to_wire())
 
 
-@router.get(NAMESPACED + "/{name}/events")
+@router.get(NAMESPACED + "/{name}/events", dependencies=[Depends(allow("list", "events"))])
 def events(request: Request, namespace: str, plural: str, name: str) -> JSONResponse:
     cls = _kind(plural)
     store = _store(request)
@@ -350,7 +369,7 @@ def events(request: Request, namespace: str, plural: str, name: str) -> JSONResp
     return JSONResponse({"items": items})
 
 
-@router.get(NAMESPACED + "/{name}/log")
+@router.get(NAMESPACED + "/{name}/log", dependencies=[Depends(allow("get", subresource="log"))])
 async def log(request: Request, namespace: str, plural: str, name: str,
               replica: int | None = Query(None, ge=0, le=1_000_000), pod: str | None = Query(None, max_length=253),
               all_pods: bool = Query(False, alias="all"), label_selector: str | None = Query(

@@ -1,10 +1,12 @@
-"""Liveness and version: the only unauthenticated route is /healthz, which reveals nothing."""
+"""Liveness and version: the only unauthenticated route is /healthz, which reveals nothing (PUBLIC_ROUTES)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from shipyard.resources import API_VERSION
+
+from ..authz import allow
 
 public = APIRouter()
 router = APIRouter()
@@ -15,6 +17,6 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/version")
+@router.get("/version", dependencies=[Depends(allow("get", path="/version"))])
 def version(request: Request) -> dict[str, str]:
     return {"version": request.app.state.version, "apiVersion": API_VERSION}

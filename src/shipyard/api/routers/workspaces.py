@@ -1,7 +1,7 @@
 """`GET …/workspaces/NAME/access`: the URL and token that open a Workspace (`shipyard open`).
 
 The token is a secret, so it is never part of the Workspace (not in `get -o yaml`, not in status); only the
-admin, through this route, reads it. Where it lives (a Secret the controller made) is the composition root's
+caller allowed `get workspaces/open` (role edit: a viewer cannot open a member's workspace) reads it. Where it lives (a Secret the controller made) is the composition root's
 business: a `WorkspaceTokens` answers.
 """
 
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from shipyard.resources import API_VERSION, Workspace
+
+from ..authz import allow
 
 router = APIRouter()
 
@@ -22,7 +24,8 @@ class WorkspaceTokens(Protocol):
         """The workspace's access token, None until its controller has made one."""
 
 
-@router.get(f"/apis/{API_VERSION}/namespaces/{{namespace}}/workspaces/{{name}}/access")
+@router.get(f"/apis/{API_VERSION}/namespaces/{{namespace}}/workspaces/{{name}}/access",
+            dependencies=[Depends(allow("get", "workspaces", subresource="open"))])
 async def access(request: Request, namespace: str, name: str) -> dict[str, Any]:
     store = request.app.state.store
     tokens: WorkspaceTokens | None = request.app.state.workspace_tokens

@@ -1,0 +1,106 @@
+"""The CLI for identities and access, against a real API on loopback over a real SQLite store: users and
+their tokens, `login` (stored 0600, used instead of the admin token), `auth whoami`/`can-i`, project members,
+service accounts for automation, and the audit log."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from shipyard.store.sqlite import SQLiteStore
+from tests.unit.test_client_cli import JOB, cli, server, write  # noqa: F401 - fixtures
+from tests.unit.test_api import TOKEN
+
+
+@pytest.fixture
+def store(tmp_path, server, monkeypatch):  # noqa: F811 - this module's store keeps identities and roles
+    app, url = server
+    s = SQLiteStore(tmp_path / "db")
+    app.state.store, app.state.api_keys = s, s.api_keys
+    app.state.identities, app.state.rbac, app.state.audit = s.identities, s.rbac, s.audit
+    monkeypatch.setenv("SHIPYARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SHIPYARD_API_URL", url)
+    monkeypatch.setenv("SHIPYARD_TOKEN", TOKEN)
+    monkeypatch.delenv("SHIPYARD_PROJECT", raising=False)
+    yield s
+    from shipyard.store.rbac import BuiltinRbac
+
+    app.state.identities, app.state.rbac, app.state.audit = None, BuiltinRbac(), None
+    s.close()
+
+
+def as_user(monkeypatch, token: str | None) -> None:
+    if token is None:
+        monkeypatch.delenv("SHIPYARD_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("SHIPYARD_TOKEN", token)
+
+
+def test_a_second_user_with_a_role_logs_in_and_works_only_where_allowed(cli, store, tmp_path, monkeypatch):
+    assert cli("user", "create", "alice", "--email", "alice@example.com") == (0, "user/alice created\n", "")
+    code, token, _ = cli("user", "token", "create", "alice", "laptop", "-q", "--expires-days", "30")
+    token = token.strip()
+    assert code == 0 and token.startswith("sy_u_")
+    assert cli("project", "add-member", "vision", "alice", "--role", "edit")[0] == 0
+    code, out, _ = cli("project", "members", "vision")
+    assert "alice" in out and "edit" in out
+
+    # Log in: the token is checked, then stored for this server only, readable by its owner only.
+    as_user(monkeypatch, None)
+    code, out, err = cli("login", stdin=(token + "\n").encode())
+    assert code == 0, err
+    assert "as alice" in out
+    credentials = tmp_path / "home" / "credentials.json"
+    assert stat.S_IMODE(os.stat(credentials).st_mode) == 0o600
+    assert token in credentials.read_text() and token not in out
+    assert cli("auth", "whoami")[1].startswith("alice\t")
+    assert cli("auth", "can-i", "create", "tj", "-p", "vision") == (0, "yes\n", "")
+    code, out, _ = cli("auth", "can-i", "create", "rolebindings", "-p", "vision")
+    assert code == 1 and out.startswith("no (user alice cannot create rolebindings") and "needs role admin" in out
+
+    # Works in vision; refused, in one line, elsewhere.
+    manifest = write(tmp_path, "job.yaml", JOB.format(name="mine"))
+    assert cli("apply", "-f", manifest, "-p", "vision") == (0, "trainingjob/mine created\n", "")
+    assert "mine" in cli("get", "tj", "-p", "vision")[1]
+    code, _, err = cli("get", "tj", "-p", "audio")
+    assert code == 1 and err.count("\n") == 1
+    assert "user alice cannot list trainingjobs in project audio: needs role view" in err
+    code, _, err = cli("user", "create", "mallory")
+    assert code == 1 and "user alice cannot create users" in err
+
+    # A wrong token is refused before it is stored; logout forgets the stored one.
+    code, _, err = cli("login", "--token", "sy_u_" + "x" * 43)
+    assert code == 1 and "missing or invalid API token" in err
+    assert token in credentials.read_text()
+    assert cli("logout")[0] == 0
+    assert token not in credentials.read_text()
+
+
+def test_a_service_account_automates_a_project_and_the_audit_log_shows_who(cli, store, tmp_path, monkeypatch):
+    assert cli("serviceaccount", "create", "ci", "-p", "vision")[0] == 0
+    assert "system:serviceaccount:vision:ci" in cli("serviceaccount", "get", "-p", "vision")[1]
+    code, token, _ = cli("serviceaccount", "token", "create", "ci", "deploy", "-q", "-p", "vision")
+    assert code == 0 and token.startswith("sy_sa_")
+    assert cli("project", "add-member", "vision", "ci", "--kind", "serviceaccount", "--role", "edit")[0] == 0
+    as_user(monkeypatch, token.strip())
+    manifest = write(tmp_path, "job.yaml", JOB.format(name="from-ci"))
+    assert cli("apply", "-f", manifest, "-p", "vision")[0] == 0
+    assert cli("delete", "tj/from-ci", "-p", "default")[0] == 1  # not its project
+    as_user(monkeypatch, TOKEN)
+    listed = cli("serviceaccount", "token", "list", "ci", "-p", "vision")[1]
+    assert "deploy" in listed and "active" in listed and token.strip() not in listed
+    assert cli("serviceaccount", "token", "revoke", "ci", "deploy", "-p", "vision")[0] == 0
+    as_user(monkeypatch, token.strip())
+    code, _, err = cli("get", "tj", "-p", "vision")
+    assert code == 1 and "missing or invalid API token" in err
+    as_user(monkeypatch, TOKEN)
+    code, out, _ = cli("audit", "-p", "vision", "-o", "json")
+    records = [json.loads(line) for line in out.splitlines()]
+    who = {(r["user"], r["verb"], r["resource"], r["name"], r["code"]) for r in records}
+    assert ("system:serviceaccount:vision:ci", "apply", "trainingjobs", "from-ci", 200) in who
+    assert all(token.strip() not in line for line in out.splitlines())
+    table = cli("audit", "--user", "system:serviceaccount:vision:ci", "--since", "1h")[1]
+    assert "from-ci" in table and "403" in table  # its refused delete in `default`
