@@ -319,9 +319,22 @@ class Client(AccessMixin):
 
     # --- API keys for the gateway ---------------------------------------------------------------------
 
-    def create_api_key(self, name: str, project: str = "default") -> dict[str, Any]:
-        """A new key for the project's endpoints and apps; `token` is in this answer only, never again."""
-        return dict(self._request("POST", f"/api/v1/projects/{project}/apikeys", json={"name": name}))
+    def create_api_key(self, name: str, project: str = "default", *, expires_in_days: float | None = None,
+                       endpoints: list[str] | None = None, requests_per_second: float | None = None,
+                       burst: int | None = None) -> dict[str, Any]:
+        """A new key for the project's endpoints and apps; `token` is in this answer only, never again.
+
+        Optional restrictions: expire after `expires_in_days`; reach only the Endpoints/Apps named in
+        `endpoints`; at most `requests_per_second` (a token bucket of `burst`, by default one second's worth)."""
+        body: dict[str, Any] = {"name": name}
+        if expires_in_days is not None:
+            body["expiresInDays"] = expires_in_days
+        if endpoints:
+            body["endpoints"] = list(endpoints)
+        if requests_per_second is not None or burst is not None:
+            body["rateLimit"] = {"requestsPerSecond": requests_per_second,
+                                 **({"burst": burst} if burst is not None else {})}
+        return dict(self._request("POST", f"/api/v1/projects/{project}/apikeys", json=body))
 
     def list_api_keys(self, project: str = "default") -> list[dict[str, Any]]:
         return list(self._request("GET", f"/api/v1/projects/{project}/apikeys").get("items", []))

@@ -14,6 +14,7 @@ from shipyard.controllers.serving import RouteTarget, TrafficStats
 from shipyard.gateway.routes import Route, RouteTable, Upstream
 from shipyard.runtime.protocol import IN_FLIGHT_METRIC, REQUESTS_PER_SECOND_METRIC
 from shipyard.store import ApiKeyStore
+from shipyard.store.protocol import ApiKeyGrant
 from shipyard.tokens import hash_token
 
 
@@ -93,13 +94,18 @@ MIN_WINDOW = 0.25  # seconds: below this the mean of a few requests is noise
 
 
 class StoreKeys:
-    """gateway.KeyVerifier over the store's hashed project keys (an in-memory lookup: no I/O per request)."""
+    """gateway.KeyVerifier over the store's hashed project keys (an in-memory lookup: no I/O per request).
+    The store's ApiKeyGrant is structurally the gateway's KeyGrant, so it is handed over as it is."""
 
     def __init__(self, keys: ApiKeyStore):
         self._keys = keys
 
+    def grant(self, token: str) -> ApiKeyGrant | None:
+        return self._keys.api_key_grant(hash_token(token))
+
     def verify(self, project: str, token: str) -> bool:
-        return self._keys.api_key_project(hash_token(token)) == project
+        grant = self.grant(token)
+        return grant is not None and grant.project == project
 
 
 def activator(table: RouteTable, enqueue: Callable[[str, str, str], None]) -> Callable[[str, str], None]:

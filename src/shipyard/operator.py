@@ -33,6 +33,7 @@ from fastapi.responses import PlainTextResponse
 from shipyard.api.app import create_app
 from shipyard.api.auth import hash_token
 from shipyard.cluster.api import KubeApi, load_config
+from shipyard.cluster.authority import ClusterIdentities, ClusterRbac
 from shipyard.cluster.leader import LeaderElector
 from shipyard.compiler.common import GATEWAY_SERVICE_URL
 from shipyard.controllers.manager import RESYNC_SECONDS, Manager
@@ -167,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                         tracker=tracker)
     app = create_app(operator.store, ClusterLogs(operator.runtime), hash_token(token), package_version("shipyard"),
                      port_forward=RuntimePortForward(operator.runtime), models=tracker,
-                     workspace_tokens=RuntimeWorkspaceTokens(operator.runtime))
+                     workspace_tokens=RuntimeWorkspaceTokens(operator.runtime), audit_log_json=True)
+    # Kubernetes authenticates and authorizes every caller but the bootstrap admin (cluster/authority.py); the
+    # audit trail goes to this log as JSON lines (Kubernetes' own audit covers the custom resources).
+    app.state.identities, app.state.rbac = ClusterIdentities(api), ClusterRbac(api)
 
     @app.get("/readyz", include_in_schema=False)
     def readyz() -> Response:

@@ -207,9 +207,31 @@ def rbac_rules(docs: list[dict[str, Any]], kind: str, name: str | None = None) -
     return rules
 
 
+USER_ROLES = {"shipyard-view", "shipyard-edit", "shipyard-admin"}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_user_roles_are_shipyards_builtin_roles_aggregated_into_kubernetes_own(scenario):
+    """The roles people are bound to (view/edit/admin of Kubernetes, extended): the very rules the local control
+    plane evaluates, so a grant means the same on a laptop and on a cluster."""
+    from shipyard.rbac import builtin_cluster_roles
+
+    docs = rendered(scenario)
+    shipped = {r["metadata"]["name"]: r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] in USER_ROLES}
+    for role in builtin_cluster_roles(include_kubernetes_roles=False):
+        got = shipped[role["metadata"]["name"]]
+        assert got["rules"] == role["rules"]
+        for key, value in role["metadata"]["labels"].items():
+            assert got["metadata"]["labels"][key] == value
+    delegator = one(docs, "ClusterRoleBinding", "shipyard-auth-delegator")
+    assert delegator["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                    "name": "system:auth-delegator"}
+    assert delegator["subjects"] == [OPERATOR_ACCOUNT]
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rbac_is_least_privilege(scenario):
-    docs = rendered(scenario)
+    docs = [d for d in rendered(scenario) if d["metadata"]["name"] not in USER_ROLES | {"shipyard-auth-delegator"}]
     roles = of_kind(docs, "ClusterRole") + of_kind(docs, "Role")
     for role in roles:
         for rule in role["rules"]:
@@ -264,8 +286,9 @@ def test_rendering_in_another_namespace_fails_clearly(tmp_path):
     docs = [d for d in yaml.safe_load_all(allowed.stdout) if d]
     assert {d["metadata"].get("namespace") for d in docs} == {"default", None}
     # Cluster-scoped names carry the namespace, so that two installs do not fight over one ClusterRole.
-    assert {d["metadata"]["name"] for d in of_kind(docs, "ClusterRole")} == {"shipyard-default",
-                                                                             "shipyard-default-gateway"}
+    assert {d["metadata"]["name"] for d in of_kind(docs, "ClusterRole")} == {
+        "shipyard-default", "shipyard-default-gateway", "shipyard-default-view", "shipyard-default-edit",
+        "shipyard-default-admin"}
 
 
 def test_ingress_without_host_or_domain_fails(tmp_path):

@@ -8,8 +8,9 @@ routes), and a test fails for a route without a declaration. The dependency then
    admin token is user `admin` in group `system:masters` (bound to `cluster-admin`, as Kubernetes binds that
    group); any other token is looked up in the identities store (users and service accounts, hashed tokens,
    expiry, revocation at once); nothing else gets in (401);
-2. authorizes with the pure RBAC authorizer (`shipyard.rbac`) over the stored Roles and bindings plus the
-   built-in ones: a refusal is a 403 that says what is missing ("user alice cannot delete trainingjobs in
+2. authorizes with the app's RBAC authority (`state.rbac.authorize`): locally the pure RBAC authorizer
+   (`shipyard.rbac`) over the stored Roles and bindings plus the built-in ones; on a cluster Kubernetes
+   itself, by SubjectAccessReview (shipyard/cluster/authority.py). A refusal is a 403 that says what is missing ("user alice cannot delete trainingjobs in
    project vision: needs role edit");
 3. leaves the decision in the request's state for the audit middleware (`api/audit.py`), which records
    every mutating request and every refusal once the response status is known.
@@ -27,7 +28,7 @@ from typing import Any, Callable
 from fastapi import HTTPException, Request
 from starlette.requests import HTTPConnection
 
-from shipyard.rbac import Attributes, UserInfo, authorize
+from shipyard.rbac import Attributes, UserInfo
 from shipyard.tokens import hash_token
 
 UNAUTHORIZED = "missing or invalid API token"
@@ -86,7 +87,7 @@ def check(conn: HTTPConnection, verb: str, resource: str, namespace: str = "", n
     user: UserInfo = conn.state.user
     attrs = Attributes(user=user, verb=verb, namespace=namespace, api_group=group, resource=resource,
                        subresource=subresource, name=name)
-    decision = authorize(conn.app.state.rbac.policy(), attrs)
+    decision = conn.app.state.rbac.authorize(attrs)
     _note(conn, verb=verb, resource=resource, subresource=subresource, namespace=namespace, name=name,
           reason=decision.reason)
     if not decision.allowed:
@@ -95,7 +96,7 @@ def check(conn: HTTPConnection, verb: str, resource: str, namespace: str = "", n
 
 def check_path(conn: HTTPConnection, path: str) -> None:
     user: UserInfo = conn.state.user
-    decision = authorize(conn.app.state.rbac.policy(), Attributes(user=user, verb="get", path=path))
+    decision = conn.app.state.rbac.authorize(Attributes(user=user, verb="get", path=path))
     _note(conn, verb="get", resource="", subresource="", namespace="", name=path, reason=decision.reason)
     if not decision.allowed:
         raise HTTPException(403, decision.reason)

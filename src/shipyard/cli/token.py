@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, List, Optional
 
 import typer
 
-from .common import ProjectOption, make_client, project_of
+from .common import CliError, ProjectOption, make_client, project_of
 from .printers import format_rows
 
 app = typer.Typer(help="Manage project API keys for endpoints and apps behind the gateway.",
@@ -16,16 +16,42 @@ app = typer.Typer(help="Manage project API keys for endpoints and apps behind th
 @app.command("create")
 def create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="A name for the key (DNS label).")],
            project: ProjectOption = None,
+           expires_days: Annotated[Optional[float], typer.Option(
+               "--expires-days", help="Expire after this many days (default: never).")] = None,
+           endpoint: Annotated[Optional[List[str]], typer.Option(
+               "--endpoint", help="Reach only this Endpoint or App (repeatable; default: all of the project).")]
+           = None,
+           rate: Annotated[Optional[float], typer.Option(
+               "--rate", help="At most this many requests per second (default: no limit).")] = None,
+           burst: Annotated[Optional[int], typer.Option(
+               "--burst", help="With --rate: requests allowed at once (default: one second's worth).")] = None,
            quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the token.")] = False) -> None:
     """Create a key; its token is printed once and cannot be shown again."""
+    if burst is not None and rate is None:
+        raise CliError("--burst needs --rate")
     namespace = project_of(ctx, project)
     with make_client() as client:
-        key = client.create_api_key(name, namespace)
+        key = client.create_api_key(name, namespace, expires_in_days=expires_days, endpoints=endpoint or None,
+                                    requests_per_second=rate, burst=burst)
     if quiet:
         typer.echo(key["token"])
         return
-    typer.echo(f"apikey/{key['name']} created in project {key['project']}. Its token (shown only now):")
+    limits = [f"expires {_when(key.get('expiresAt'))}"] if key.get("expiresAt") else []
+    if key.get("endpoints"):
+        limits.append("only " + ", ".join(key["endpoints"]))
+    if key.get("rateLimit"):
+        limits.append(f"at most {_rate(key['rateLimit'])}")
+    typer.echo(f"apikey/{key['name']} created in project {key['project']}"
+               f"{' (' + '; '.join(limits) + ')' if limits else ''}. Its token (shown only now):")
     typer.echo(key["token"])
+
+
+def _when(value: Any) -> str:
+    return str(value)[:19].replace("T", " ") if value else "-"
+
+
+def _rate(limit: dict[str, Any] | None) -> str:
+    return f"{limit['requestsPerSecond']:g}/s burst {limit['burst']}" if limit else "-"
 
 
 @app.command("list")
@@ -37,8 +63,10 @@ def list_keys(ctx: typer.Context, project: ProjectOption = None) -> None:
     if not keys:
         typer.echo(f"No API keys in project {namespace}.")
         return
-    rows = [["PROJECT", "NAME", "HINT", "STATUS", "CREATED"]] + [
-        [k["project"], k["name"], k["hint"], k["status"], k["createdAt"][:19].replace("T", " ")] for k in keys]
+    rows = [["PROJECT", "NAME", "HINT", "STATUS", "CREATED", "CREATED BY", "EXPIRES", "ENDPOINTS", "RATE"]] + [
+        [k["project"], k["name"], k["hint"], k["status"], _when(k["createdAt"]), k.get("createdBy") or "unknown",
+         _when(k.get("expiresAt")), ",".join(k.get("endpoints") or []) or "*", _rate(k.get("rateLimit"))]
+        for k in keys]
     for line in format_rows(rows):
         typer.echo(line)
 

@@ -2,6 +2,8 @@
 
     routes.py     the route table controllers write (Route, Upstream) and its traffic stats (read by autoscalers)
     app.py        the ASGI app: routing, auth, reserved paths, access log        create_gateway_app()
+    auth.py       KeyVerifier → KeyGrant (a key's project and restrictions), StaticKeys, bearer tokens
+    ratelimit.py  per-key token buckets (429 with Retry-After)
     holding.py    requests held while a route has no upstream; activate() for scale from zero
     proxy.py      HTTP forwarding with retries, streaming and client-disconnect handling
     websocket.py  WebSocket pass-through

@@ -7,7 +7,10 @@ path is a dict lookup and a few header operations, and a router would cost more 
 
 Order of checks: a public route needs no key; for anything else the key is checked before the route's
 existence is revealed, so that without a key of the project nobody can probe which names exist (401, never
-404). Tokens are never logged; the access log records the path without its query string.
+404). Then the key's own restrictions, still before existence: a name outside its Endpoint/App list is 403,
+a key over its request rate 429 with Retry-After (a refused name costs no rate token). An expired key is
+refused as a revoked one is (401). Tokens are never logged; the access log records the path without its
+query string.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import logging
 import time
 from typing import Any, Callable
 
-from .auth import KeyVerifier, bearer_token
+from .auth import KeyGrant, KeyVerifier, bearer_token
 from .balancer import mark_unreachable, pick
 from .headers import upstream_request_headers
 from .holding import Activate, Holder
 from .metrics import GatewayMetrics
 from .proxy import Exchange, HttpProxy
-from .responses import send_bytes, send_error
+from .ratelimit import RateLimiter
+from .responses import error_body, send_bytes, send_error
 from .routes import RouteEntry, RouteTable
 from .upstream import UpstreamClient
 from .websocket import HandshakeRefused, deny, deny_error, open_upstream, relay
@@ -39,14 +43,16 @@ def create_gateway_app(routes: RouteTable, keys: KeyVerifier, activate: Activate
                        domain: str | None = None, hold_timeout: float = 120.0, queue_limit: int = 256,
                        restart_hold_timeout: float = 10.0, max_attempts: int = 3,
                        retry_body_limit: int = DEFAULT_RETRY_BODY_LIMIT, connect_timeout: float = 5.0,
-                       ready: Callable[[], bool] | None = None) -> "GatewayApp":
+                       ready: Callable[[], bool] | None = None,
+                       rate_limiter: RateLimiter | None = None) -> "GatewayApp":
     """The gateway as an ASGI app (serve it with GatewayServer, or any ASGI server with lifespan on).
 
     `ready`: whether this gateway has routes to serve (`/-/ready`); a cluster gateway replica that has not
     loaded its routes yet, or is shutting down, answers 503 there so that its Service sends it no traffic."""
     return GatewayApp(routes, keys, activate, domain=domain, hold_timeout=hold_timeout, queue_limit=queue_limit,
                       restart_hold_timeout=restart_hold_timeout, max_attempts=max_attempts,
-                      retry_body_limit=retry_body_limit, connect_timeout=connect_timeout, ready=ready)
+                      retry_body_limit=retry_body_limit, connect_timeout=connect_timeout, ready=ready,
+                      rate_limiter=rate_limiter)
 
 
 class _Target:
@@ -56,14 +62,24 @@ class _Target:
         self.project, self.name, self.path, self.prefix, self.redirect = project, name, path, prefix, redirect
 
 
+class _Refusal:
+    __slots__ = ("status", "message", "type", "code", "headers")
+
+    def __init__(self, status: int, message: str, type_: str, code: str,
+                 headers: list[tuple[bytes, bytes]] | None = None):
+        self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers or []
+
+
 class GatewayApp:
     def __init__(self, routes: RouteTable, keys: KeyVerifier, activate: Activate | None, *, domain: str | None,
                  hold_timeout: float, queue_limit: int, restart_hold_timeout: float, max_attempts: int,
-                 retry_body_limit: int, connect_timeout: float, ready: Callable[[], bool] | None = None):
+                 retry_body_limit: int, connect_timeout: float, ready: Callable[[], bool] | None = None,
+                 rate_limiter: RateLimiter | None = None):
         if max_attempts < 1 or queue_limit < 0:
             raise ValueError("max_attempts must be at least 1 and queue_limit not negative")
         self.routes = routes
         self.keys = keys
+        self.rates = rate_limiter if rate_limiter is not None else RateLimiter()
         self.ready = ready
         self.domain_suffix = "." + domain.strip(".").lower() if domain else None
         self.metrics = GatewayMetrics(routes)
@@ -114,11 +130,37 @@ class GatewayApp:
             return _Target(project, name, "/", prefix, redirect=scope["method"] in ("GET", "HEAD"))
         return _Target(project, name, "/" + parts[3], prefix)
 
-    def _authorized(self, scope: dict[str, Any], project: str, entry: RouteEntry | None) -> bool:
-        if entry is not None and entry.current[0].public:
-            return True
+    def _grant(self, scope: dict[str, Any], project: str) -> KeyGrant | None:
+        """The grant of the request's key if it is a live key of `project` (keys never reach another)."""
         token = bearer_token(scope["headers"])
-        return token is not None and self.keys.verify(project, token)
+        if token is None:
+            return None
+        grant = self.keys.grant(token)
+        if grant is None or grant.project != project:
+            return None
+        if grant.expires_at is not None and time.time() >= grant.expires_at:
+            return None  # the verifier should have said so already; a cached grant must not outlive its key
+        return grant
+
+    def _refusal(self, scope: dict[str, Any], target: _Target, entry: RouteEntry | None) -> _Refusal | None:
+        """Why this request may not go on (None: it may): no valid key, a name the key may not reach, or the
+        key's rate spent. A public route needs no key, so none of its restrictions apply there."""
+        if entry is not None and entry.current[0].public:
+            return None
+        grant = self._grant(scope, target.project)
+        if grant is None:
+            return _Refusal(401, "missing or invalid API key: send 'Authorization: Bearer <key>' with a key of "
+                            f"project {target.project!r}", "invalid_request_error", "invalid_api_key",
+                            [(b"www-authenticate", b'Bearer realm="shipyard"')])
+        if grant.endpoints and target.name not in grant.endpoints:
+            return _Refusal(403, f"this API key may not reach {target.name!r} in project {target.project!r}: it "
+                            "is limited to other endpoints and apps", "permission_error", "endpoint_not_allowed")
+        wait = self.rates.retry_after(grant)
+        if wait:
+            return _Refusal(429, f"this API key's request rate ({grant.requests_per_second:g}/s) is spent: retry "
+                            f"in {wait} s", "rate_limit_error", "rate_limit_exceeded",
+                            [(b"retry-after", str(wait).encode())])
+        return None
 
     def _apps_own_auth(self, scope: dict[str, Any], target: _Target, entry: RouteEntry) -> bool:
         """Whether the client's Authorization header goes on: on a public route it is the app's own (an IDE's
@@ -126,7 +168,10 @@ class GatewayApp:
         if not entry.current[0].public:
             return False
         token = bearer_token(scope["headers"])
-        return token is None or not self.keys.verify(target.project, token)
+        if token is None:
+            return True
+        grant = self.keys.grant(token)
+        return grant is None or grant.project != target.project
 
     # --- HTTP -------------------------------------------------------------------------------------------
 
@@ -139,11 +184,10 @@ class GatewayApp:
         ex = Exchange(scope["method"], target.project, target.name, target.path)
         entry = self.routes.entry(target.project, target.name)
         try:
-            if not self._authorized(scope, target.project, entry):
-                ex.status = 401
-                await send_error(send, 401, "missing or invalid API key: send 'Authorization: Bearer <key>' with "
-                                 f"a key of project {target.project!r}", "invalid_request_error",
-                                 "invalid_api_key", [(b"www-authenticate", b'Bearer realm="shipyard"')])
+            refusal = self._refusal(scope, target, entry)
+            if refusal is not None:
+                ex.status = refusal.status
+                await send_error(send, refusal.status, refusal.message, refusal.type, refusal.code, refusal.headers)
                 return
             if entry is None:
                 ex.status = 404
@@ -221,10 +265,11 @@ class GatewayApp:
         ex = Exchange("WS", target.project, target.name, target.path)
         entry = self.routes.entry(target.project, target.name)
         try:
-            if not self._authorized(scope, target.project, entry):
-                ex.status = 401
-                await deny_error(scope, send, 401, f"missing or invalid API key of project {target.project!r}",
-                                 "invalid_request_error", "invalid_api_key")
+            refusal = self._refusal(scope, target, entry)
+            if refusal is not None:
+                ex.status = refusal.status
+                await deny(scope, send, refusal.status, error_body(refusal.message, refusal.type, refusal.code),
+                           [(b"content-type", b"application/json"), *refusal.headers])
                 return
             if entry is None:
                 ex.status = 404

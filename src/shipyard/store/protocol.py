@@ -7,6 +7,7 @@ resources on a cluster.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Literal, Protocol
@@ -89,6 +90,19 @@ class Event:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A key's request rate: a token bucket refilled at `requests_per_second`, holding at most `burst`."""
+
+    requests_per_second: float
+    burst: int
+
+
+def default_burst(requests_per_second: float) -> int:
+    """A burst of one second's worth of requests (at least one, or no request would ever pass)."""
+    return max(1, math.ceil(requests_per_second))
+
+
+@dataclass(frozen=True)
 class ApiKey:
     """A project's API key as listed: never the token, only a hint of its first characters."""
 
@@ -97,21 +111,55 @@ class ApiKey:
     hint: str
     created_at: datetime
     revoked_at: datetime | None
+    created_by: str = "unknown"  # the API caller's user name; "unknown" for keys older than the field
+    expires_at: datetime | None = None
+    endpoints: tuple[str, ...] = ()  # Endpoint/App names it may reach; empty: every one of its project
+    rate_limit: RateLimit | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyGrant:
+    """What the gateway needs of a live key on every request: one immutable record, built when the key is
+    written (or seen by a watch), so a request costs a hash and a dict lookup. It is structurally the
+    gateway's `KeyGrant` (the gateway imports nothing of the store)."""
+
+    id: str  # the token's hash: names the key's rate bucket
+    project: str
+    endpoints: frozenset[str] = frozenset()
+    requests_per_second: float | None = None
+    burst: int = 0
+    expires_at: float | None = None  # epoch seconds: an expiry is a date, not a monotonic instant
+
+    @staticmethod
+    def of(token_hash: str, key: ApiKey) -> "ApiKeyGrant":
+        rate = key.rate_limit
+        return ApiKeyGrant(token_hash, key.project, frozenset(key.endpoints),
+                           rate.requests_per_second if rate else None, rate.burst if rate else 0,
+                           key.expires_at.timestamp() if key.expires_at else None)
 
 
 class ApiKeyStore(Protocol):
     """A capability beside Store: hashed per-project keys that the gateway accepts as bearer tokens."""
 
-    def add_api_key(self, project: str, name: str, token_hash: str, hint: str) -> ApiKey:
-        """Conflict if the project already has an active key of that name."""
+    def add_api_key(self, project: str, name: str, token_hash: str, hint: str, *, created_by: str = "unknown",
+                    expires_at: datetime | None = None, endpoints: tuple[str, ...] = (),
+                    rate_limit: RateLimit | None = None) -> ApiKey:
+        """Conflict if the project already has an unrevoked key of that name (expired included)."""
 
     def list_api_keys(self, project: str | None = None) -> list[ApiKey]: ...
 
     def revoke_api_key(self, project: str, name: str) -> ApiKey:
-        """NotFound if the project has no active key of that name."""
+        """NotFound if the project has no unrevoked key of that name."""
+
+    def api_key_grant(self, token_hash: str) -> ApiKeyGrant | None:
+        """The grant of a live key with this hash (None: unknown, revoked or expired); must not block (called
+        per gateway request)."""
 
     def api_key_project(self, token_hash: str) -> str | None:
-        """The project of an active key with this hash; must not block (called per gateway request)."""
+        """The project of a live key with this hash (`api_key_grant`'s project)."""
 
 
 class Store(Protocol):

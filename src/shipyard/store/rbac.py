@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Column, MetaData, String, Table, Text, delete, insert, select, update
 from sqlalchemy.engine import Engine
 
-from shipyard.rbac import Policy, builtin_objects, validate_object
+from shipyard.rbac import Attributes, Decision, Policy, authorize, builtin_objects, validate_object
 
 from .protocol import Invalid, NotFound
 
@@ -55,6 +55,9 @@ class SQLiteRbac:
                     self._policy = Policy.from_objects([*builtin_objects(), *self._stored()])
                 policy = self._policy
         return policy
+
+    def authorize(self, attrs: Attributes) -> Decision:
+        return authorize(self.policy(), attrs)
 
     def _stored(self) -> list[dict[str, Any]]:
         with self._engine.connect() as conn:
@@ -134,6 +137,9 @@ class BuiltinRbac:
 
     def policy(self) -> Policy:
         return self._policy
+
+    def authorize(self, attrs: Attributes) -> Decision:
+        return authorize(self._policy, attrs)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         namespace = namespace if kind in NAMESPACED else ""

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.rbac import Attributes, UserInfo, authorize, service_account_user
+from shipyard.rbac import Attributes, UserInfo, service_account_user
 
 from ..authz import allow, check, identify
 
@@ -192,7 +192,7 @@ def _review(request: Request, user: UserInfo, spec: dict[str, Any]) -> dict[str,
         raise HTTPException(422, "spec needs resourceAttributes or nonResourceAttributes")
     if not attrs.verb or not (attrs.resource or attrs.path):
         raise HTTPException(422, "spec.resourceAttributes needs a verb and a resource")
-    decision = authorize(request.app.state.rbac.policy(), attrs)
+    decision = request.app.state.rbac.authorize(attrs)
     status = {"allowed": decision.allowed, "reason": decision.reason} if decision.allowed else \
         {"allowed": False, "denied": False, "reason": decision.reason}
     return {"apiVersion": f"{AUTHZ_GROUP}/v1", "kind": "SubjectAccessReview", "spec": spec, "status": status}

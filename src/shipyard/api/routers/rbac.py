@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from shipyard.rbac import Attributes, authorize
+from shipyard.rbac import Attributes
 from shipyard.store.rbac import KINDS, NAMESPACED, RBAC_GROUP
 
 from ..authz import allow
@@ -45,11 +45,11 @@ def _rules_of_role(request: Request, role_kind: str, name: str, namespace: str) 
 def _holds(request: Request, rules: list[dict[str, Any]], namespace: str) -> str | None:
     """The first permission among `rules` that the caller lacks in `namespace` (None: holds them all).
     A wildcard is only covered by the same wildcard, so nobody widens a grant beyond their own."""
-    policy, user = request.app.state.rbac.policy(), request.state.user
+    rbac, user = request.app.state.rbac, request.state.user
     for rule in rules:
         for verb in rule.get("verbs") or []:
             for url in rule.get("nonResourceURLs") or []:
-                if not authorize(policy, Attributes(user=user, verb=verb, path=url)).allowed:
+                if not rbac.authorize(Attributes(user=user, verb=verb, path=url)).allowed:
                     return f"{verb} {url}"
             for group in rule.get("apiGroups") or []:
                 for resource in rule.get("resources") or []:
@@ -57,24 +57,24 @@ def _holds(request: Request, rules: list[dict[str, Any]], namespace: str) -> str
                     for name in rule.get("resourceNames") or [""]:
                         attrs = Attributes(user=user, verb=verb, namespace=namespace, api_group=group,
                                            resource=base, subresource=sub, name=name)
-                        if not authorize(policy, attrs).allowed:
+                        if not rbac.authorize(attrs).allowed:
                             return f"{verb} {resource}" + (f" in API group {group!r}" if group else "")
     return None
 
 
 def _no_escalation(request: Request, obj: dict[str, Any], kind: str, namespace: str) -> None:
-    policy, user = request.app.state.rbac.policy(), request.state.user
+    rbac, user = request.app.state.rbac, request.state.user
     name = (obj.get("metadata") or {}).get("name", "")
     if kind in ("Role", "ClusterRole"):
         plural = "roles" if kind == "Role" else "clusterroles"
-        if authorize(policy, Attributes(user=user, verb="escalate", namespace=namespace, api_group=RBAC_GROUP,
+        if rbac.authorize(Attributes(user=user, verb="escalate", namespace=namespace, api_group=RBAC_GROUP,
                                         resource=plural, name=name)).allowed:
             return
         missing = _holds(request, list(obj.get("rules") or []), namespace)
     else:
         ref = obj.get("roleRef") or {}
         plural = "roles" if ref.get("kind") == "Role" else "clusterroles"
-        if authorize(policy, Attributes(user=user, verb="bind", namespace=namespace, api_group=RBAC_GROUP,
+        if rbac.authorize(Attributes(user=user, verb="bind", namespace=namespace, api_group=RBAC_GROUP,
                                         resource=plural, name=ref.get("name", ""))).allowed:
             return
         missing = _holds(request, _rules_of_role(request, ref.get("kind", ""), ref.get("name", ""), namespace),
