@@ -29,6 +29,7 @@ from shipyard.api.auth import hash_token, load_or_create_admin_token
 from shipyard.compiler.common import GATEWAY_SERVICE_URL
 from shipyard.config import DEFAULT_GATEWAY_PORT, Paths, ensure_home, log_limits, paths
 from shipyard.controllers.manager import Manager
+from shipyard.controllers.secret import SecretController
 from shipyard.controllers.serving import ServingController
 from shipyard.controllers.sweep import SweepController
 from shipyard.controllers.trainingjob import TrainingJobController
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          tracker=tracker),
                                        ServingController("App", store, runtime, traffic, keys=store.api_keys),
                                        SweepController(store, tracker=tracker),
-                                       WorkspaceController(store, runtime, traffic, HttpIdeActivity())])
+                                       WorkspaceController(store, runtime, traffic, HttpIdeActivity()),
+                                       SecretController(store, runtime)])
     token = load_or_create_admin_token(p.admin_token)
     app = create_app(store, RuntimeLogs(runtime), hash_token(token), package_version("shipyard"),
                      port_forward=RuntimePortForward(runtime), models=tracker,

@@ -11,7 +11,8 @@ import yaml
 from shipyard.compiler import RegistryModel, compile_resource
 from shipyard.controllers.sweep.searchspace import assignment
 from shipyard.controllers.sweep.substitute import trial_job
-from shipyard.resources import App, Endpoint, ServingResource, Sweep, TrainingJob, Workspace, load_resources, parse_yaml
+from shipyard.resources import (App, Endpoint, Secret, ServingResource, Sweep, TrainingJob, Workspace, load_resources,
+                                 parse_yaml)
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -82,8 +83,22 @@ def variants():
                  "env": [{"name": "HF_HOME", "value": "/data/hf"}], "homeSize": "50Gi", "idleTimeout": "2h",
                  "ingress": {"host": "ide.example.com", "className": "nginx"}},
     })
+    # Issue 14: a user's Secret compiles to a native one; workloads reference its keys and never hold values.
+    secret = Secret.model_validate({
+        "metadata": {"name": "hub-token", "namespace": "research", "uid": "0b7c6a3e-cccc-2222-3333-444455556666",
+                     "labels": {"team": "nlp"}},
+        "spec": {"stringData": {"token": "hf_not-a-real-token", "user": "me@example.com"}},
+    })
+    with_secret = TrainingJob.model_validate({
+        "metadata": {"name": "job-with-secret", "namespace": "research",
+                     "uid": "0b7c6a3e-dddd-2222-3333-444455556666"},
+        "spec": {"command": ["python", "train.py"],
+                 "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hub-token", "key": "token"}}},
+                         {"name": "PLAIN", "value": "1"}]},
+    })
     return [("gpu-job", base), ("endpoint-vllm", vllm), ("endpoint-custom", custom), ("app-streamlit", streamlit),
-            ("endpoint-registry", registry), ("workspace-vscode", vscode)]
+            ("endpoint-registry", registry), ("workspace-vscode", vscode), ("secret", secret),
+            ("job-with-secret", with_secret)]
 
 
 CASES = example_resources() + variants()
@@ -353,3 +368,16 @@ def test_gang_leaves_a_lost_node_sooner_than_the_default_five_minutes():
     pod = by_kind(compile_resource(res))["Job"]["spec"]["template"]["spec"]
     assert {(t["key"], t["effect"], t["tolerationSeconds"]) for t in pod["tolerations"]} == {
         ("node.kubernetes.io/not-ready", "NoExecute", 60), ("node.kubernetes.io/unreachable", "NoExecute", 60)}
+
+
+def test_secret_compiles_to_a_native_secret_and_references_pass_through():
+    secret = next(r for n, r in CASES if n == "secret")
+    (native,) = compile_resource(secret)
+    assert native["kind"] == "Secret" and native["type"] == "Opaque" and "stringData" not in native
+    assert native["data"] == {"token": "aGZfbm90LWEtcmVhbC10b2tlbg==", "user": "bWVAZXhhbXBsZS5jb20="}
+    assert native["metadata"]["ownerReferences"][0]["kind"] == "Secret"
+    assert native["metadata"]["labels"]["shipyard.dev/kind"] == "secret"
+    job = next(r for n, r in CASES if n == "job-with-secret")
+    env = env_of(compile_resource(job))
+    assert env["HF_TOKEN"] == {"secretKeyRef": {"key": "token", "name": "hub-token"}}
+    assert "hf_not-a-real-token" not in json.dumps(compile_resource(job))

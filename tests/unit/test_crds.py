@@ -22,7 +22,10 @@ from shipyard.resources import (API_VERSION, Condition, ManifestError, Resource,
 from shipyard.resources.crd import INT_OR_STRING, PRESERVE, all_crds, crd_for, main
 from shipyard.resources.endpoint import EndpointStatus, ResolvedModel
 from shipyard.resources.manifest import Document
-from shipyard.resources.registry import KINDS
+from shipyard.resources.registry import KINDS as ALL_KINDS
+
+# A Shipyard Secret is a native Secret on a cluster, never a custom resource (resources/secret.py): no CRD.
+KINDS = {kind: cls for kind, cls in ALL_KINDS.items() if cls.CUSTOM_RESOURCE}
 from shipyard.resources.serving import ServingStatus
 from shipyard.resources.sweep import BestTrial, RegisteredModel, SweepStatus, TrialStatus
 from shipyard.resources.trainingjob import Progress, ReplicaStatus, TrackingStatus, TrainingJobStatus
@@ -309,6 +312,11 @@ def test_crd_refuses_bad_manifests(kind, path, value):
     with pytest.raises(ManifestError):
         validate_document(Document("test", 1, body))
     assert crd_errors(body), f"the CRD accepted {path}: {value!r}"
+
+
+def test_secret_has_no_crd():
+    assert "Secret" in ALL_KINDS and "Secret" not in CRDS
+    assert "secrets.shipyard.dev" not in [c["metadata"]["name"] for c in all_crds()]
 
 
 def test_crd_for_is_deterministic():

@@ -148,6 +148,8 @@ COLUMNS: dict[str, list[Column]] = {
                wide=True),
         Column("SUSPENDED", "status.suspendReason", wide=True),
     ],
+    # As kubectl: the type and how many keys; values never reach the client at all.
+    "Secret": [NAME, Column("TYPE", "spec.type"), Column("DATA", lambda o: len(dig(o, "status.keys") or {})), AGE],
 }
 DEFAULT_COLUMNS = [NAME, Column("PHASE", "status.phase"), AGE]
 
@@ -315,6 +317,9 @@ def describe(obj: Wire, events: list[Wire]) -> str:
     if "trials" in status:
         table = sweep_trials(obj)
         lines += ["Trials:", *("  " + line for line in table)] if table else ["Trials:  <none>"]
+    if isinstance(status.get("keys"), dict):  # a Secret: its keys and sizes, as `kubectl describe secret`
+        lines += ["Data:", *(f"  {key}:  {size} bytes" for key, size in status["keys"].items())] \
+            if status["keys"] else ["Data:  <none>"]
     if "replicaStatuses" in status:
         lines += _section("Replicas", ["INDEX", "PHASE", "EXIT CODE", "REASON"], [
             [fmt(r.get("index")), fmt(r.get("phase")), fmt(r.get("exitCode")), fmt(r.get("reason"))]

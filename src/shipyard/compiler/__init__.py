@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.resources import Resource, ServingResource, Sweep, TrainingJob, Workspace
+from shipyard.resources import Resource, Secret, ServingResource, Sweep, TrainingJob, Workspace
 
+from .secret import compile_secret
 from .serving import RegistryModel, ServingContext, compile_serving, default_scaling
 from .trainingjob import TrainingJobContext, compile_trainingjob
 from .workspace import WorkspaceContext, compile_workspace
@@ -32,6 +33,8 @@ def compile_resource(resource: Resource, restart: int = 0, replicas: int | None 
     if isinstance(resource, Workspace):
         # `running`: the controller's decision (suspended or idle: no); by default, whatever spec.suspend says.
         return compile_workspace(resource, None if running is None else WorkspaceContext(running=running))
+    if isinstance(resource, Secret):
+        return compile_secret(resource)
     if isinstance(resource, Sweep):
         raise TypeError("a Sweep compiles to no objects of its own: its controller creates the trials as "
                         f"TrainingJobs ({resource.metadata.name}-0, -1, …), each compiled like any TrainingJob")
@@ -39,4 +42,4 @@ def compile_resource(resource: Resource, restart: int = 0, replicas: int | None 
 
 
 __all__ = ["RegistryModel", "ServingContext", "TrainingJobContext", "WorkspaceContext", "compile_resource",
-           "compile_serving", "compile_trainingjob", "compile_workspace", "default_scaling"]
+           "compile_secret", "compile_serving", "compile_trainingjob", "compile_workspace", "default_scaling"]

@@ -99,6 +99,15 @@ def env_var(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value}
 
 
+def user_env(var: Any) -> dict[str, Any]:
+    """A spec's env entry: its value, or its reference to a Secret's key (the value stays in the Secret, so
+    the compiled pod template holds no credential either)."""
+    if var.value_from is not None:
+        ref = var.value_from.secret_key_ref
+        return {"name": var.name, "valueFrom": {"secretKeyRef": {"key": ref.key, "name": ref.name}}}
+    return env_var(var.name, var.value or "")
+
+
 def field_env(name: str, field_path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
 

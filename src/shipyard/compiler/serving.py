@@ -42,6 +42,7 @@ from .common import (
     object_meta,
     pod_security_context,
     selector_labels,
+    user_env,
     volume_claim,
 )
 
@@ -151,7 +152,7 @@ def _env(resource: ServingResource, ctx: ServingContext) -> list[dict[str, Any]]
     if spec.gateway_key is not None:
         key = [{"name": spec.gateway_key.env, "valueFrom": {"secretKeyRef": {
             "name": gateway_key_secret_name(resource), "key": GATEWAY_KEY_SECRET_KEY}}}]
-    return merged + [env_var(e.name, e.value) for e in spec.env] + key
+    return merged + [user_env(e) for e in spec.env] + key
 
 
 GATEWAY_KEY_SECRET_KEY = "token"

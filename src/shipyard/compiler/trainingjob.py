@@ -33,6 +33,7 @@ from .common import (
     object_meta,
     pod_security_context,
     selector_labels,
+    user_env,
     volume_claim,
 )
 
@@ -96,7 +97,7 @@ def _env(job: TrainingJob, ctx: TrainingJobContext) -> list[dict[str, Any]]:
         platform.append(env_var("OMP_NUM_THREADS", str(threads)))
     user_names = {e.name for e in spec.env}
     merged = [e for e in platform if e["name"] not in user_names]
-    merged += [env_var(e.name, e.value) for e in spec.env]
+    merged += [user_env(e) for e in spec.env]
     return merged
 
 

@@ -27,6 +27,7 @@ from .common import (
     object_meta,
     pod_security_context,
     selector_labels,
+    user_env,
     volume_claim,
 )
 
@@ -84,7 +85,7 @@ def _container(ws: Workspace) -> dict[str, Any]:
         env_var("PYTHONUNBUFFERED", "1"),
     ]
     mine = {e["name"] for e in platform}
-    env = platform + [env_var(e.name, e.value) for e in spec.env if e.name not in mine]
+    env = platform + [user_env(e) for e in spec.env if e.name not in mine]
     container: dict[str, Any] = {
         "command": _command(ws),
         "env": env,

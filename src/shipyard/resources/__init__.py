@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .documents import Document, ManifestError, parse_yaml
     from .manifest import load_resources, validate_document
     from .registry import KINDS, kind_class, resolve_kind
+    from .secret import Secret, SecretSpec, SecretStatus
     from .serving import ServingResource, ServingSpec, ServingStatus
     from .sweep import Sweep, SweepSpec, SweepStatus, TrialStatus
     from .trainingjob import TrainingJob, TrainingJobSpec, TrainingJobStatus
@@ -30,6 +31,7 @@ _WHERE = {
     "documents": ("Document", "ManifestError", "parse_yaml"),
     "manifest": ("load_resources", "validate_document"),
     "registry": ("KINDS", "kind_class", "resolve_kind"),
+    "secret": ("Secret", "SecretSpec", "SecretStatus"),
     "serving": ("ServingResource", "ServingSpec", "ServingStatus"),
     "sweep": ("Sweep", "SweepSpec", "SweepStatus", "TrialStatus"),
     "trainingjob": ("TrainingJob", "TrainingJobSpec", "TrainingJobStatus"),

@@ -171,6 +171,8 @@ class Resource(Model):
     # Kinds whose running children cannot follow a spec change (a Job's pod template is immutable) refuse
     # spec updates instead of silently ignoring them.
     SPEC_IMMUTABLE: ClassVar[bool] = False
+    # Kept as a custom resource on a cluster (a CRD of the chart); False for kinds a cluster keeps natively.
+    CUSTOM_RESOURCE: ClassVar[bool] = True
 
     api_version: Literal["shipyard.dev/v1alpha1"] = API_VERSION
     kind: str

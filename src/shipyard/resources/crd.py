@@ -328,7 +328,8 @@ def crd_for(cls: type[Resource]) -> dict[str, Any]:
 
 
 def all_crds() -> list[dict[str, Any]]:
-    return sorted((crd_for(cls) for cls in KINDS.values()), key=lambda crd: crd["metadata"]["name"])
+    return sorted((crd_for(cls) for cls in KINDS.values() if cls.CUSTOM_RESOURCE),
+                  key=lambda crd: crd["metadata"]["name"])
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ KIND_NAMES: tuple[KindName, ...] = (
     KindName("App", "apps", ("app",)),
     KindName("Sweep", "sweeps", ("sw", "sweep")),
     KindName("Workspace", "workspaces", ("ws",)),
+    # Last, and left out of `get all` (as kubectl leaves Secrets out of its `get all`).
+    KindName("Secret", "secrets", ("secret",)),
 )
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from .app import App
 from .base import Resource
 from .endpoint import Endpoint
+from .secret import Secret
 from .sweep import Sweep
 from .trainingjob import TrainingJob
 from .workspace import Workspace
 
-KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (TrainingJob, Endpoint, App, Sweep, Workspace)}
+KINDS: dict[str, type[Resource]] = {
+    cls.KIND: cls for cls in (TrainingJob, Endpoint, App, Sweep, Workspace, Secret)}
 
 
 def kind_class(kind: str) -> type[Resource]:

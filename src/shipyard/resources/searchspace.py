@@ -176,7 +176,7 @@ def substitutable_strings(trial: dict[str, Any]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for field in SUBSTITUTED_FIELDS:
         if field == "env":
-            out += [(f"env[{i}].value", e.get("value", "")) for i, e in enumerate(trial.get("env") or [])]
+            out += [(f"env[{i}].value", e["value"]) for i, e in enumerate(trial.get("env") or []) if "value" in e]
         elif trial.get(field) is not None:
             out += _strings(trial[field], field)
     return out
@@ -196,7 +196,9 @@ def substitute_trial(trial: dict[str, Any], values: dict[str, str]) -> dict[str,
         if out.get(field) is not None:
             out[field] = [substitute_text(a, values) for a in out[field]]
     if out.get("env"):
-        out["env"] = [{**e, "value": substitute_text(e.get("value", ""), values)} for e in out["env"]]
+        # An entry taking its value from a Secret (valueFrom) has no value to substitute, and must not get one.
+        out["env"] = [{**e, "value": substitute_text(e["value"], values)} if "value" in e else e
+                      for e in out["env"]]
     if out.get("workingDir") is not None:
         out["workingDir"] = substitute_text(out["workingDir"], values)
     return out

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import Model, Resource, Status, check_dns1123_label
 from .quantity import parse_quantity
+from .secret import check_secret_key
 
 GPU_RESOURCE = "nvidia.com/gpu"
 RESOURCE_NAMES = ("cpu", "memory", GPU_RESOURCE)
@@ -21,9 +22,43 @@ RESOURCE_NAMES = ("cpu", "memory", GPU_RESOURCE)
 WORKLOADS_IMAGE = "ghcr.io/shipyard-dev/shipyard-workloads:0.1.0"
 
 
+class SecretKeySelector(Model):
+    """A key of a Shipyard Secret of the same project (its native Secret has the same name)."""
+
+    name: str
+    key: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_dns1123_label(v, "secret name")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return check_secret_key(v)
+
+
+class EnvVarSource(Model):
+    secret_key_ref: SecretKeySelector
+
+
 class EnvVar(Model):
+    """`value`, or `valueFrom.secretKeyRef`: a credential reaches the pod from a Secret and never appears in
+    the workload's own spec (nor, therefore, in its `get -o yaml`, events or tracked parameters)."""
+
     name: str = Field(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    value: str = ""
+    # None only with valueFrom; a plain `{name: X}` still means the empty string, as it always did.
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EnvVar":
+        if self.value_from is not None and self.value is not None:
+            raise ValueError(f"env {self.name}: set either value or valueFrom, not both")
+        if self.value_from is None and self.value is None:
+            self.value = ""
+        return self
 
 
 class ResourceRequirements(Model):

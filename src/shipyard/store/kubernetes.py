@@ -43,8 +43,14 @@ _META_FIELDS = ("name", "namespace", "labels", "annotations", "uid", "resourceVe
 _OWNER_FIELDS = ("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")
 
 
+# The kinds kept as custom resources; a Shipyard Secret is not one (see resources/secret.py).
+CR_KINDS = sorted(kind for kind, cls in KINDS.items() if cls.CUSTOM_RESOURCE)
+NATIVE_ONLY = ("on a cluster a Secret is a native Secret: create it with `kubectl create secret generic NAME "
+               "--from-literal=KEY=VALUE -n PROJECT`; workloads reference it the same way (env valueFrom.secretKeyRef)")
+
+
 def register_kinds(api: KubeApi) -> None:
-    for cls in KINDS.values():
+    for cls in (KINDS[kind] for kind in CR_KINDS):
         api.register(ResourceType(API_VERSION, cls.KIND, cls.PLURAL))
 
 
@@ -95,6 +101,8 @@ class KubernetesStore:
     # --- reads ---------------------------------------------------------------------------------------
 
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        if kind not in CR_KINDS:
+            return None
         obj = self._call(self._api.get, kind, namespace, name)
         return None if obj is None else self._load(obj)
 
@@ -103,7 +111,8 @@ class KubernetesStore:
         out: list[Resource] = []
         # With watched namespaces the operator may have no right to list cluster-wide: ask each namespace.
         scopes = [namespace] if namespace else self._namespaces
-        for k, ns in [(k, ns) for k in ([kind] if kind else sorted(KINDS)) for ns in scopes]:
+        kinds = [k for k in ([kind] if kind else CR_KINDS) if k in CR_KINDS]
+        for k, ns in [(k, ns) for k in kinds for ns in scopes]:
             for obj in self._call(self._api.list, k, ns, None, None, selector):
                 try:
                     out.append(self._load(obj))
@@ -117,7 +126,7 @@ class KubernetesStore:
         """A page of the cluster's own list: `limit` and the cluster's continue token pass through (wrapped
         with this store's version, which is what watches here resume from)."""
         scopes = [namespace] if namespace else self._namespaces
-        if name is not None or len(scopes) > 1:
+        if name is not None or len(scopes) > 1 or kind not in CR_KINDS:
             # One object, or several namespaces asked one by one: no single cluster list to page.
             return paging.page_resources(self.list(kind, namespace, selector), kind, namespace, name, limit,
                                          continue_token, self._version)
@@ -148,6 +157,8 @@ class KubernetesStore:
         # between writes can still leave the earlier ones applied).
         plan: list[tuple[Resource, Resource | None, bool]] = []
         for incoming in resources:
+            if incoming.kind not in CR_KINDS:
+                raise Invalid(f"{incoming.ref}: {NATIVE_ONLY}")
             existing = self.get(*incoming.key)
             changed = True
             if existing is not None:
@@ -203,7 +214,7 @@ class KubernetesStore:
 
     def start(self) -> None:
         """Watch every kind in every watched namespace; each change becomes a WatchEvent for subscribers."""
-        for kind in sorted(KINDS):
+        for kind in CR_KINDS:
             for ns in self._namespaces:
                 thread = threading.Thread(target=self._watch, args=(kind, ns), name=f"watch-{kind}", daemon=True)
                 thread.start()

@@ -34,6 +34,7 @@ from .audit import SQLiteAudit
 from .identities import SQLiteIdentities, load_or_create_key
 from .protocol import ApplyResult, Conflict, Event, Gone, Invalid, ListPage, NotFound, WatchEvent
 from .rbac import SQLiteRbac
+from .secret_values import DELETE_SEALED, SELECT_SEALED, UPSERT_SEALED, SecretCipher, define_table
 
 metadata = MetaData()
 objects = Table(
@@ -45,6 +46,8 @@ objects = Table(
     Column("resource_version", Integer, nullable=False),
     Column("body", Text, nullable=False),
 )
+# A Secret's values, sealed (store/secret_values.py): never in `objects.body`, which is what the API answers.
+secret_values = define_table(metadata)
 counters = Table(
     "counters", metadata,
     Column("name", String, primary_key=True),
@@ -120,6 +123,7 @@ class SQLiteStore:
         self.identities = SQLiteIdentities(self._engine, key)
         self.rbac = SQLiteRbac(self._engine)
         self.audit = SQLiteAudit(self._engine)
+        self._cipher = SecretCipher.beside(path)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._history: deque[WatchEvent] = deque(maxlen=WATCH_HISTORY)
@@ -135,7 +139,7 @@ class SQLiteStore:
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
         with self._engine.connect() as conn:
             row = conn.exec_driver_sql(_GET_BODY, (kind, namespace, name)).first()
-        return self._load(row[0]) if row else None
+            return self._load(row[0], conn) if row else None
 
     def list(self, kind: str | None = None, namespace: str | None = None,
              selector: Selector | None = None) -> list[Resource]:
@@ -147,7 +151,7 @@ class SQLiteStore:
         if selector:
             query = query.where(*_label_clauses(selector))
         with self._engine.connect() as conn:
-            return [self._load(row[0]) for row in conn.execute(query)]
+            return [self._load(row[0], conn) for row in conn.execute(query)]
 
     def list_page(self, kind: str, namespace: str | None = None, name: str | None = None,
                   limit: int | None = None, continue_token: str | None = None,
@@ -296,14 +300,24 @@ class SQLiteStore:
 
     # --- internals -----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _load(body: str) -> Resource:
+    def _load(self, body: str, conn: Connection) -> Resource:
         data = json.loads(body)
+        if data["kind"] == "Secret":
+            # The body is the redacted wire form; the controllers that read through get/list need the values.
+            row = conn.exec_driver_sql(SELECT_SEALED, (data["metadata"]["uid"],)).first()
+            if row is not None:
+                data["spec"]["stringData"] = self._cipher.open(data["metadata"]["uid"], row[0])
         return kind_class(data["kind"]).model_validate(data)
+
+    def _seal(self, conn: Connection, obj: Resource) -> None:
+        """Store a Secret's values, sealed, beside its (redacted) body; other kinds have none."""
+        if obj.kind == "Secret":
+            sealed = self._cipher.seal(obj.metadata.uid or "", obj.to_sealed())  # type: ignore[attr-defined]
+            conn.exec_driver_sql(UPSERT_SEALED, (obj.metadata.uid, sealed))
 
     def _get_locked(self, conn: Connection, kind: str, namespace: str, name: str) -> Resource | None:
         row = conn.exec_driver_sql(_GET_BODY, (kind, namespace, name)).first()
-        return self._load(row[0]) if row else None
+        return self._load(row[0], conn) if row else None
 
     @staticmethod
     def _read_version(conn: Connection) -> int:
@@ -345,18 +359,21 @@ class SQLiteStore:
         wire = obj.to_wire()
         conn.exec_driver_sql(_INSERT, (obj.kind, obj.metadata.namespace, obj.metadata.name, obj.metadata.uid,
                                        int(obj.metadata.resource_version), json.dumps(wire)))
+        self._seal(conn, obj)
         return obj, wire
 
     def _write(self, conn: Connection, obj: Resource) -> Resource:
         obj.metadata.resource_version = str(self._next_version(conn))
         conn.exec_driver_sql(_UPDATE, (int(obj.metadata.resource_version), json.dumps(obj.to_wire()), obj.kind,
                                        obj.metadata.namespace, obj.metadata.name))
+        self._seal(conn, obj)
         return obj
 
     def _remove(self, conn: Connection, obj: Resource) -> WatchEvent:
         conn.execute(delete(objects).where(objects.c.kind == obj.kind, objects.c.namespace == obj.metadata.namespace,
                                            objects.c.name == obj.metadata.name))
         conn.execute(delete(events).where(events.c.uid == obj.metadata.uid))
+        conn.exec_driver_sql(DELETE_SEALED, (obj.metadata.uid,))
         version = self._next_version(conn)
         return WatchEvent("DELETED", version, obj.to_wire())
 
