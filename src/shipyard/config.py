@@ -49,6 +49,11 @@ class Paths(NamedTuple):  # not a dataclass: the CLI imports this, and dataclass
         return self.home / "logs"
 
     @property
+    def cli_config(self) -> Path:
+        """JSON settings of the CLI: the current project (`shipyard project use`)."""
+        return self.home / "cli.json"
+
+    @property
     def credentials(self) -> Path:
         """JSON {server URL: token} that `shipyard login` writes, mode 0600 (shipyard/credentials.py)."""
         return self.home / "credentials.json"

@@ -104,3 +104,18 @@ def test_a_service_account_automates_a_project_and_the_audit_log_shows_who(cli, 
     assert all(token.strip() not in line for line in out.splitlines())
     table = cli("audit", "--user", "system:serviceaccount:vision:ci", "--since", "1h")[1]
     assert "from-ci" in table and "403" in table  # its refused delete in `default`
+
+
+def test_the_current_project_and_kubectls_n(cli, store, tmp_path):
+    manifest = write(tmp_path, "job.yaml", JOB.format(name="here"))
+    assert cli("apply", "-f", manifest, "-n", "vision") == (0, "trainingjob/here created\n", "")
+    assert cli("project", "current") == (0, "default\n", "")
+    assert "No trainingjobs found in project default" in cli("get", "tj")[2]
+    assert cli("project", "use", "vision") == (0, "Now working in project vision\n", "")
+    assert cli("project", "current") == (0, "vision\n", "")
+    assert "here" in cli("get", "tj")[1]  # the fast path reads it too
+    assert "here" in cli("describe", "tj", "here")[1]
+    assert "No trainingjobs found in project default" in cli("-n", "default", "get", "tj")[2]  # a flag wins
+    assert "No trainingjobs found in project default" in cli("get", "tj", "-p", "default")[2]
+    code, _, err = cli("project", "use", "Not_A_Name")
+    assert code == 1 and err.count("\n") == 1 and "project" in err

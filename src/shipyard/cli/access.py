@@ -25,7 +25,7 @@ serviceaccount_app = typer.Typer(help="Manage a project's service accounts (for 
                                  no_args_is_help=True)
 auth_app = typer.Typer(help="Inspect authorization: `auth can-i VERB RESOURCE`, `auth whoami`.",
                        no_args_is_help=True)
-project_app = typer.Typer(help="Manage who may work in a project: add-member, remove-member, members.",
+project_app = typer.Typer(help="Choose a project (use, current) and who may work in it (add-member, members).",
                           no_args_is_help=True)
 
 
@@ -262,6 +262,25 @@ def remove_member(project: Annotated[str, typer.Argument()], subject: Annotated[
     with make_client() as client:
         client.delete_rbac("RoleBinding", _binding_name(kind, subject), project)
     echo(f"{kind} {subject} removed from project {project}")
+
+
+@project_app.command("use")
+def use(project: Annotated[str, typer.Argument(help="The project later commands work in by default.")]) -> None:
+    """Work in this project from now on (as kubectl's namespace of the current context); -p overrides it."""
+    from shipyard.resources.base import check_dns1123_label
+
+    try:
+        check_dns1123_label(project, "project")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    common.use_project(project)
+    echo(f"Now working in project {project}")
+
+
+@project_app.command("current")
+def current() -> None:
+    """The project commands work in when -p is not given."""
+    echo(common.current_project())
 
 
 @project_app.command("members")

@@ -37,7 +37,7 @@ def _options() -> dict[str, Any]:
 
     return {
         "ProjectOption": Annotated[Optional[str], typer.Option(
-            "--project", "-p", help="Project (namespace) to use; overrides the global --project.",
+            "--project", "-p", "-n", help="Project (namespace) to use; overrides the global --project.",
             show_default=False)],
         "SelectorOption": Annotated[Optional[str], typer.Option(
             "--selector", "-l", metavar="SELECTOR",
@@ -68,7 +68,7 @@ class CliError(Exception):
 
 
 class State(NamedTuple):  # not a dataclass: importing dataclasses costs every CLI call ~20 ms (inspect)
-    project: str = DEFAULT_PROJECT
+    project: str | None = None  # --project / SHIPYARD_PROJECT; None: the current project (`project use`)
     context: str | None = None  # a kubeconfig context: talk to Shipyard on that cluster
     kubeconfig: str | None = None
 
@@ -78,7 +78,38 @@ def project_of(ctx: Any, override: str | None) -> str:
     if override:
         return override
     state = ctx.find_object(State)
-    return state.project if state else DEFAULT_PROJECT
+    return (state.project if state else None) or current_project()
+
+
+def current_project() -> str:
+    """The project `shipyard project use` chose (kubectl's namespace of the current context), else default."""
+    import json
+
+    from shipyard import config
+
+    try:
+        chosen = json.loads(config.paths().cli_config.read_text(encoding="utf-8")).get("project")
+    except (OSError, ValueError, AttributeError):
+        chosen = None
+    return chosen if isinstance(chosen, str) and chosen else DEFAULT_PROJECT
+
+
+def use_project(project: str) -> None:
+    import json
+
+    from shipyard import config
+
+    path = config.paths().cli_config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        settings = {}
+    settings = settings if isinstance(settings, dict) else {}
+    settings["project"] = project
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 # The global options of this invocation, for the verbs that build a client without their typer context.

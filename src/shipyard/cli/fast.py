@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from .common import CURRENT_STATE, DEFAULT_PROJECT, State
+from .common import CURRENT_STATE, State
 
 APP_HELP = "Train, fine-tune and serve models from one declarative spec, on this machine or a cluster."
 
@@ -51,12 +51,12 @@ class Arg:
 
 # The global options of main.main (the typer callback), in its order.
 GLOBAL = (
-    Opt("project", ("--project", "-p"), envvar="SHIPYARD_PROJECT", default=DEFAULT_PROJECT),
+    Opt("project", ("--project", "-p", "-n"), envvar="SHIPYARD_PROJECT"),
     Opt("context", ("--context",), envvar="SHIPYARD_CONTEXT"),
     Opt("kubeconfig", ("--kubeconfig",), envvar="SHIPYARD_KUBECONFIG"),
 )
 
-_PROJECT = Opt("project", ("--project", "-p"))  # common.ProjectOption
+_PROJECT = Opt("project", ("--project", "-p", "-n"))  # common.ProjectOption
 _SELECTOR = Opt("selector", ("--selector", "-l"))  # common.SelectorOption
 
 # verb -> its parameters in signature order (main.VERBS says where the function is). Every verb here but
@@ -231,7 +231,8 @@ def _assign(spec: Sequence[Opt | Arg], values: dict[str, Any], positional: list[
 
 # The global options' rows as typer prints them (its "[env var: ...; default: ...]" included).
 OPTION_ROWS = (
-    ("-p, --project <str>", "Project (namespace) to work in.  [env var: SHIPYARD_PROJECT; default: default]"),
+    ("-p, -n, --project <str>", "Project (namespace) to work in (default: the one `project use` chose, else "
+                                "default).  [env var: SHIPYARD_PROJECT]"),
     ("--context <str>", "Use Shipyard on the cluster of this kubeconfig context (installed with the Helm chart) "
                         "instead of the local control plane.  [env var: SHIPYARD_CONTEXT]"),
     ("--kubeconfig <str>", "The kubeconfig file for --context (default: $KUBECONFIG, then ~/.kube/config).  "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Annotated, Any, NoReturn, Sequence
+from typing import Annotated, Any, NoReturn, Optional, Sequence
 
 if __name__ == "__main__" and getattr(sys.modules.get(__name__), "__dict__", None) is globals():
     # `python -m shipyard.cli.main` (the tests, the benchmarks): this module is then __main__, and `version`
@@ -28,7 +28,7 @@ if __name__ == "__main__" and getattr(sys.modules.get(__name__), "__dict__", Non
 
 from . import _typer as typer  # typer only when typer runs (cli/_typer.py)
 from . import fast
-from .common import CURRENT_STATE, DEFAULT_PROJECT, CliError, State, echo, make_client
+from .common import CURRENT_STATE, CliError, State, echo, make_client
 
 # httpx imports its own command line (`httpx._main`: rich, pygments, click) and httpcore its HTTP/2 support
 # (h2, hpack) whenever those happen to be installed, which together cost more CPU than the rest of a `get`.
@@ -167,8 +167,9 @@ def _shorten(text: str, limit: int) -> str:
 
 def main(
     ctx: typer.Context,
-    project: Annotated[str, typer.Option("--project", "-p", envvar="SHIPYARD_PROJECT",
-                                         help="Project (namespace) to work in.")] = DEFAULT_PROJECT,
+    project: Annotated[Optional[str], typer.Option(
+        "--project", "-p", "-n", envvar="SHIPYARD_PROJECT",
+        help="Project (namespace) to work in (default: the one `project use` chose, else default).")] = None,
     context: Annotated[str | None, typer.Option(
         "--context", envvar="SHIPYARD_CONTEXT",
         help="Use Shipyard on the cluster of this kubeconfig context (installed with the Helm chart) instead "
