@@ -13,6 +13,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
+import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shipyard.store.audit import AuditRecord, to_json_line
@@ -49,27 +50,32 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            self._record(scope, status, sink, log_json)
+            records = self._records(scope, status)
+            if records and sink is not None:
+                # One transaction for the request (an apply notes every object), off the event loop.
+                try:
+                    await anyio.to_thread.run_sync(sink.record_many, records)
+                except Exception:  # noqa: BLE001 - a full disk must not turn every request into a 500
+                    log.exception("could not write audit records")
+            if log_json:
+                for record in records:
+                    log.info(to_json_line(record))
 
-    def _record(self, scope: Scope, status: int, sink: Any, log_json: bool) -> None:
+    @staticmethod
+    def _records(scope: Scope, status: int) -> list[AuditRecord]:
         noted: dict[str, Any] = (scope.get("state") or {}).get("audit") or {}
         verb = noted.get("verb") or _VERB_OF_METHOD.get(scope.get("method", ""), "")
         if verb not in MUTATING and status not in (401, 403):
-            return
+            return []
         client = scope.get("client")
         now = datetime.now(timezone.utc)
         entries = noted.get("objects") or [noted]
+        records = []
         for entry in entries:
-            record = AuditRecord(
+            records.append(AuditRecord(
                 time=now, user=noted.get("user", ""), groups=tuple(noted.get("groups", ())),
                 token_name=noted.get("token_name", ""), verb=entry.get("verb") or verb,
                 resource=entry.get("resource", ""), subresource=entry.get("subresource", ""),
                 namespace=entry.get("namespace", ""), name=entry.get("name", ""), code=status,
-                client=client[0] if client else "", reason=noted.get("reason", "") if status >= 400 else "")
-            if sink is not None:
-                try:
-                    sink.record(record)
-                except Exception:  # noqa: BLE001 - a full disk must not turn every request into a 500
-                    log.exception("could not write an audit record")
-            if log_json:
-                log.info(to_json_line(record))
+                client=client[0] if client else "", reason=noted.get("reason", "") if status >= 400 else ""))
+        return records

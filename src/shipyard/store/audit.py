@@ -12,7 +12,7 @@ import json
 import threading
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, delete, func, insert, select
 from sqlalchemy.engine import Engine
@@ -106,18 +106,28 @@ class SQLiteAudit:
         self._insert = insert(audit_log)
 
     def record(self, record: AuditRecord) -> None:
-        values = {
+        self.record_many([record])
+
+    def record_many(self, records: list[AuditRecord]) -> None:
+        """Several records in one transaction: an apply of 500 objects is one commit, not 500."""
+        if not records:
+            return
+        rows = [self._values(r) for r in records]
+        now = self._clock()
+        with self._lock, self._engine.begin() as conn:
+            conn.execute(self._insert, rows)
+            if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = now
+                self._prune(conn, now)
+
+    @staticmethod
+    def _values(record: AuditRecord) -> dict[str, Any]:
+        return {
             "time_us": _micros(record.time), "user": record.user, "groups": json.dumps(list(record.groups)),
             "token_name": record.token_name, "verb": record.verb, "resource": record.resource,
             "subresource": record.subresource, "namespace": record.namespace, "name": record.name,
             "code": int(record.code), "client": record.client[:MAX_TEXT], "reason": record.reason[:MAX_TEXT],
         }
-        now = self._clock()
-        with self._lock, self._engine.begin() as conn:
-            conn.execute(self._insert, values)
-            if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
-                self._last_prune = now
-                self._prune(conn, now)
 
     def prune(self) -> None:
         """Drop rows older than the retention and all but the newest max_rows, now."""
