@@ -7,7 +7,7 @@ SHIPYARD_HOME). The model is tiny and built offline (a byte-level BPE and a rand
 as tests/workloads/serve_fixtures.py builds it) under `<home>/volumes/default/models/v1`; every Endpoint serves
 it with the built-in server (`model: /models/v1`, `resources: {cpu: 250m}`, so one torch thread per replica)
 and is applied with `shipyard apply -f`. Requests go through the gateway (`status.url`, read with `shipyard
-get endpoint NAME -o json`) with a project key from `shipyard token create NAME -q`; every completion sets
+get endpoint NAME -o json`) with a project key from `shipyard apikey create NAME -q`; every completion sets
 `ignore_eos`, so each request does a fixed amount of work whatever the random weights say.
 
 Where the times come from: the runtime's own objects under `<home>/runtime/objects/` — the HPA's

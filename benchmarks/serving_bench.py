@@ -78,7 +78,7 @@ class Platform:
     def key(self) -> str:
         """A project key (one serves every Endpoint of the project), created once."""
         if self._key is None:
-            self._key = self.instance.cli("token", "create", "autoscaling-bench", "-q").stdout.strip()
+            self._key = self.instance.cli("apikey", "create", "autoscaling-bench", "-q").stdout.strip()
         return self._key
 
     def url(self, name: str) -> str:

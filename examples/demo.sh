@@ -55,8 +55,8 @@ done
 shipyard get workspaces
 NOTEBOOK_URL=$(shipyard open workspace/notebook --no-browser)
 echo
-echo "==> shipyard token create demo   (a project key: the gateway refuses requests without one)"
-KEY=$(shipyard token create demo --quiet)
+echo "==> shipyard apikey create demo   (a project key: the gateway refuses requests without one)"
+KEY=$(shipyard apikey create demo --quiet)
 echo "${KEY:0:12}… (printed once; kept only as a hash)"
 echo
 echo "==> the official openai client, through the gateway, asks about modules no training example came from"
@@ -81,7 +81,7 @@ echo
 cat <<MSG
 Everything is still running. Try:
   export SHIPYARD_HOME=$SHIPYARD_HOME
-  curl -s ${URL}v1/chat/completions -H "Authorization: Bearer \$(.venv/bin/shipyard token create mine -q)" \\
+  curl -s ${URL}v1/chat/completions -H "Authorization: Bearer \$(.venv/bin/shipyard apikey create mine -q)" \\
        -H 'Content-Type: application/json' \\
        -d '{"model": "lifecycle", "messages": [{"role": "user", "content": "Is \`json.dumps\` a class, a function or a constant?"}]}'
   open $APP_URL          # the playground (Gradio), calling the endpoint through the gateway

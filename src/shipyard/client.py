@@ -136,31 +136,44 @@ class Client(AccessMixin):
         """The API of Shipyard installed on a cluster (the Helm chart), through the Kubernetes API server's
         service proxy, as the kubeconfig context's user: no port-forward, no exposed API.
 
-        The admin token is read from the chart's Secret (so Kubernetes RBAC decides who may use Shipyard's API)
-        and sent in X-Shipyard-Token: the API server strips the Authorization header it authenticates."""
+        The user's own bearer token (a static token, a tokenFile, an exec plugin's, fetched afresh for each
+        client) is sent again in X-Shipyard-Token, since the API server strips the Authorization header it
+        authenticates: Shipyard's API reviews it (TokenReview) and asks Kubernetes' RBAC about every request
+        (SubjectAccessReview), so nobody reads the admin token. A user with only a client certificate (kind's and
+        kubeadm's admin kubeconfigs) has no token to forward: they get the admin token's Secret if Kubernetes
+        lets them read it (they are an admin of the cluster anyway), else a one-line error."""
         try:
-            from shipyard.cluster.api import KubeApi, KubeError, load_config, service_proxy_client
+            from shipyard.cluster.api import KubeApi, KubeError, bearer_token, load_config, service_proxy_client
         except ImportError:
             raise ShipyardError("targeting a cluster needs the Kubernetes client: pip install 'shipyard[kubernetes]'") \
                 from None
         try:
             config = load_config(kubeconfig, context)
+            token = bearer_token(config)
         except ValueError as exc:
             raise ShipyardError(str(exc)) from None
-        api = KubeApi(config, field_manager="shipyard-cli", timeout=timeout)
         where = f"context {context!r}" if context else "the current context"
-        try:
-            secret = api.get("Secret", namespace, ADMIN_TOKEN_SECRET)
-        except KubeError as exc:
-            raise NotRunning(f"cannot reach the cluster of {where}: {exc}") from None
-        finally:
-            api.close()
-        if secret is None:
-            raise NotRunning(f"Shipyard is not installed in {namespace} on {where} (no {ADMIN_TOKEN_SECRET} Secret): "
-                             "helm install shipyard charts/shipyard -n shipyard-system")
-        token = base64.b64decode((secret.get("data") or {}).get("token", "")).decode().strip()
+        own = token is not None
+        if token is None:
+            api = KubeApi(config, field_manager="shipyard-cli", timeout=timeout)
+            try:
+                secret = api.get("Secret", namespace, ADMIN_TOKEN_SECRET)
+            except KubeError as exc:
+                if exc.status in (401, 403):
+                    raise ShipyardError(
+                        f"the user of {where} has no bearer token to send to Shipyard (a client certificate only) "
+                        f"and may not read the {ADMIN_TOKEN_SECRET} Secret: use a kubeconfig user with a token "
+                        "(a ServiceAccount token, or OIDC through an exec plugin)") from None
+                raise NotRunning(f"cannot reach the cluster of {where}: {exc}") from None
+            finally:
+                api.close()
+            if secret is None:
+                raise NotRunning(f"Shipyard is not installed in {namespace} on {where} (no {ADMIN_TOKEN_SECRET} "
+                                 "Secret): helm install shipyard charts/shipyard -n shipyard-system")
+            token = base64.b64decode((secret.get("data") or {}).get("token", "")).decode().strip()
         client = cls.__new__(cls)
-        client._http = service_proxy_client(config, namespace, API_SERVICE, API_PORT, timeout)
+        client._http = service_proxy_client(config, namespace, API_SERVICE, API_PORT, timeout,
+                                            token=token if own else None)
         client._http.headers["X-Shipyard-Token"] = token
         client.url = str(client._http.base_url).rstrip("/")
         client.token = token
@@ -230,6 +243,8 @@ class Client(AccessMixin):
         except ValueError:
             body = None
         detail = body.get("detail") if isinstance(body, dict) else None
+        if not isinstance(detail, str) and isinstance(body, dict) and body.get("kind") == "Status":
+            detail = body.get("message")  # the Kubernetes API server's own answer (`--context`: its service proxy)
         if not isinstance(detail, str):
             detail = resp.text.strip()[:200] or resp.reason_phrase or "error"
         errors = body.get("errors") if isinstance(body, dict) else None
@@ -248,7 +263,10 @@ class Client(AccessMixin):
 
     @staticmethod
     def _collection(cls: KindName, namespace: str | None) -> str:
-        return f"{PREFIX}/namespaces/{namespace}/{cls.PLURAL}" if namespace else f"{PREFIX}/{cls.PLURAL}"
+        # A cluster-scoped kind (Project) has one collection, whatever project the caller works in.
+        if namespace and not cls.CLUSTER_SCOPED:
+            return f"{PREFIX}/namespaces/{namespace}/{cls.PLURAL}"
+        return f"{PREFIX}/{cls.PLURAL}"
 
     def _object(self, kind: str, name: str, namespace: str) -> str:
         return f"{self._collection(_kind(kind), namespace)}/{name}"
@@ -314,8 +332,10 @@ class Client(AccessMixin):
     def delete(self, kind: str, name: str, namespace: str = "default") -> Resource:
         return _typed(self.delete_wire(kind, name, namespace))
 
-    def delete_wire(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any]:
-        return dict(self._request("DELETE", self._object(kind, name, namespace)))
+    def delete_wire(self, kind: str, name: str, namespace: str = "default", force: bool = False) -> dict[str, Any]:
+        """`force`: a Project's deletion deletes what it holds too (refused without it while it holds any)."""
+        params = {"force": "true"} if force else None
+        return dict(self._request("DELETE", self._object(kind, name, namespace), params=params))
 
     # --- API keys for the gateway ---------------------------------------------------------------------
 

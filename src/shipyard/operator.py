@@ -37,6 +37,7 @@ from shipyard.cluster.authority import ClusterIdentities, ClusterRbac
 from shipyard.cluster.leader import LeaderElector
 from shipyard.compiler.common import GATEWAY_SERVICE_URL
 from shipyard.controllers.manager import RESYNC_SECONDS, Manager
+from shipyard.controllers.project import ProjectController
 from shipyard.controllers.serving import ServingController
 from shipyard.controllers.sweep import SweepController
 from shipyard.controllers.trainingjob import TrainingJobController
@@ -82,6 +83,7 @@ class Operator:
             ServingController("App", self.store, self.runtime, self.traffic, keys=self.store.api_keys),
             SweepController(self.store, tracker=tracker),
             WorkspaceController(self.store, self.runtime, self.traffic, HttpIdeActivity()),
+            ProjectController(self.store, self.runtime),
         ], resync_seconds=resync_seconds)
         self.elector = LeaderElector(api, namespace, lease_name, identity, lease_seconds=lease_seconds,
                                      retry_period=retry_period, renew_deadline=max(retry_period * 3, lease_seconds * 2 / 3))

@@ -29,6 +29,7 @@ from shipyard.api.auth import hash_token, load_or_create_admin_token
 from shipyard.compiler.common import GATEWAY_SERVICE_URL
 from shipyard.config import DEFAULT_GATEWAY_PORT, Paths, ensure_home, log_limits, paths
 from shipyard.controllers.manager import Manager
+from shipyard.controllers.project import ProjectController
 from shipyard.controllers.secret import SecretController
 from shipyard.controllers.serving import ServingController
 from shipyard.controllers.sweep import SweepController
@@ -38,6 +39,7 @@ from shipyard.ide_activity import HttpIdeActivity
 from shipyard.runtime.local.runtime import LocalRuntime
 from shipyard.pod_access import RuntimePortForward, RuntimeWorkspaceTokens
 from shipyard.pod_logs import LocalPodLogs, PodLogs
+from shipyard.store.projects import ensure_default_project
 from shipyard.store.sqlite import SQLiteStore
 from shipyard.gateway import GatewayServer, RouteTable, create_gateway_app
 from shipyard.gateway_wiring import GatewayTraffic, StoreKeys, activator
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                                        ServingController("App", store, runtime, traffic, keys=store.api_keys),
                                        SweepController(store, tracker=tracker),
                                        WorkspaceController(store, runtime, traffic, HttpIdeActivity()),
-                                       SecretController(store, runtime)])
+                                       SecretController(store, runtime), ProjectController(store, runtime)])
+    ensure_default_project(store)
     token = load_or_create_admin_token(p.admin_token)
     app = create_app(store, RuntimeLogs(runtime), hash_token(token), package_version("shipyard"),
                      port_forward=RuntimePortForward(runtime), models=tracker,

@@ -10,6 +10,8 @@ import stat
 
 import pytest
 
+from tests.conftest import wait_for
+
 pytestmark = pytest.mark.slow
 
 JOB = """\
@@ -47,3 +49,28 @@ def test_a_second_user_with_role_view(shipyard, tmp_path):
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert token.encode() not in path.read_bytes(), path
     shipyard.run("delete", "tj/tour")  # the admin again
+
+
+def test_a_project_from_creation_to_forced_deletion(shipyard, tmp_path):
+    """On the real daemon: `default` is there at start; a new project's controller reports what it holds and
+    its members; deleting it is refused while it holds a running job, and `--force` deletes the job, the member
+    bindings, then the project."""
+    assert "default" in shipyard.run("project", "get").stdout
+    shipyard.run("project", "create", "vision", "--display-name", "Vision")
+    shipyard.run("user", "create", "dana")
+    shipyard.run("project", "add-member", "vision", "dana", "--role", "edit")
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(JOB.replace("print('hello')", "import time; time.sleep(600)"))
+    shipyard.run("apply", "-f", str(manifest), "-p", "vision")
+    wait_for(lambda: "1 TrainingJob" in shipyard.run("project", "describe", "vision").stdout, timeout=60)
+    described = shipyard.run("project", "describe", "vision").stdout
+    assert "Vision" in described and "dana" in described and "Active" in described
+    running = lambda: json.loads(shipyard.run("get", "tj", "tour", "-p", "vision", "-o", "json").stdout)  # noqa: E731
+    wait_for(lambda: running()["status"].get("phase") == "Running", timeout=120,
+             message="the job did not start")
+    refused = shipyard.run("project", "delete", "vision", check=False)
+    assert refused.returncode == 1 and "still holds 1 TrainingJob" in refused.stderr
+    shipyard.run("project", "delete", "vision", "--force")
+    wait_for(lambda: "vision" not in shipyard.run("project", "get").stdout, timeout=60)
+    assert shipyard.run("get", "tj", "-p", "vision", check=False).stdout.strip() == ""
+    assert "dana" not in shipyard.run("project", "members", "vision").stdout

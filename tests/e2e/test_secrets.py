@@ -2,7 +2,8 @@
 
 Greps every file under SHIPYARD_HOME and every answer a user can get. The one place the value is legitimately
 in clear outside the process is the local runtime's own files (the native Secret object, the pod's resolved
-environment), as on a node the kubelet has it: those must be 0600 and under `runtime/`.
+environment), as on a node the kubelet has it: those must be 0600 and under `runtime/`. The same value mounted
+as files (a `secret` volume) lives on a tmpfs outside SHIPYARD_HOME while the job runs, and not after.
 """
 
 import hashlib
@@ -11,14 +12,19 @@ import stat
 
 import pytest
 
+from shipyard.runtime.local.secretvolumes import SecretVolumes
 from tests.e2e.conftest import wait_phase
 
 pytestmark = pytest.mark.slow
 
 VALUE = "e2e-Secret-Value-7f3a9c1b2d"
 DIGEST = hashlib.sha256(VALUE.encode()).hexdigest()
-PRINT_HASH = ("import hashlib, os; v = os.environ.get('DB_PASSWORD', '');"
-              "print('sha256=' + hashlib.sha256(v.encode()).hexdigest(), 'len=' + str(len(v)))")
+PRINT_HASH = ("import hashlib, os, stat, sys; v = os.environ.get('DB_PASSWORD', '');"
+              "print('sha256=' + hashlib.sha256(v.encode()).hexdigest(), 'len=' + str(len(v)));"
+              "f = open(sys.argv[1]).read();"
+              "print('file-sha256=' + hashlib.sha256(f.encode()).hexdigest(),"
+              " 'file-mode=' + oct(stat.S_IMODE(os.stat(sys.argv[1]).st_mode)),"
+              " 'file-in-home=' + str(os.path.realpath(sys.argv[1]).startswith(os.environ['SHIPYARD_HOME'])))")
 
 
 def test_secret_value_reaches_the_job_and_appears_nowhere_else(shipyard):
@@ -26,14 +32,20 @@ def test_secret_value_reaches_the_job_and_appears_nowhere_else(shipyard):
         {"apiVersion": "shipyard.dev/v1alpha1", "kind": "Secret", "metadata": {"name": "db"},
          "spec": {"stringData": {"password": VALUE}}},
         {"apiVersion": "shipyard.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "uses-secret"},
-         "spec": {"command": ["python", "-c", PRINT_HASH], "maxRestarts": 0,
-                  "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]}},
+         "spec": {"command": ["python", "-c", PRINT_HASH, "/etc/db/password"], "maxRestarts": 0,
+                  "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+                  "volumes": [{"name": "db-files", "mountPath": "/etc/db", "secret": {"secretName": "db"}}]}},
     ]
     answers = [shipyard.run("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))]
     job = wait_phase(shipyard, "uses-secret", ("Succeeded", "Failed"))
     answers.append(shipyard.run("logs", "trainingjob/uses-secret"))
     assert job["status"]["phase"] == "Succeeded", answers[-1].stdout
     assert f"sha256={DIGEST}" in answers[-1].stdout  # the job got exactly the value
+    # and as a file, private, outside SHIPYARD_HOME (a tmpfs: see runtime/local/secretvolumes.py)
+    assert f"file-sha256={DIGEST} file-mode=0o400 file-in-home=False" in answers[-1].stdout
+    # The job is over: its secret files are gone from the tmpfs too.
+    files = SecretVolumes(shipyard.home / "runtime").root
+    assert not files.exists() or not [p for p in files.rglob("*") if p.is_file()]
     secret = json.loads(shipyard.run("get", "secret", "db", "-o", "json").stdout)
     assert secret["status"]["keys"] == {"password": len(VALUE)} and "stringData" not in secret["spec"]
     answers += [shipyard.run("get", "secret", "db", "-o", "yaml"), shipyard.run("get", "secrets"),

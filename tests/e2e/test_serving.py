@@ -117,7 +117,7 @@ class Load:
 
 
 def key(platform: Shipyard, name: str) -> str:
-    return platform.run("token", "create", name, "-q").stdout.strip()
+    return platform.run("apikey", "create", name, "-q").stdout.strip()
 
 
 def test_openai_client_through_the_gateway_with_a_project_key(platform):
@@ -141,7 +141,7 @@ def test_openai_client_through_the_gateway_with_a_project_key(platform):
     bad = httpx.post(url + "v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
                      json={"model": "tiny", "messages": "not a list"})
     assert bad.status_code == 400 and "messages" in bad.text  # the server's 400 passes through the gateway
-    platform.run("token", "revoke", "openai-test")
+    platform.run("apikey", "revoke", "openai-test")
     with pytest.raises(AuthenticationError):
         client.models.list()
     platform.run("delete", "endpoint", "chat", "--wait")
@@ -254,12 +254,13 @@ def test_gradio_and_streamlit_apps_work_through_the_gateway(platform):
     ws_url = url.replace("http://", "ws://") + "_stcore/stream"
     with connect(ws_url, additional_headers=auth, subprotocols=["streamlit"], open_timeout=30) as ws:
         assert ws.subprotocol == "streamlit"
-    keys = platform.run("token", "list").stdout
+    keys = platform.run("apikey", "list").stdout
     assert "app-gradio" in keys and "app-streamlit" in keys  # the Apps' own keys, listed like any other
+    assert all("system:shipyard:serving-controller" in line for line in keys.splitlines() if "app-" in line)
     assert "sy_key_" not in platform.run("get", "app", "gradio", "-o", "yaml").stdout
     for name in ("gradio", "streamlit"):
         platform.run("delete", "app", name, "--wait")
-    keys = platform.run("token", "list").stdout
+    keys = platform.run("apikey", "list").stdout
     assert all(line.split()[3] == "revoked" for line in keys.splitlines() if "app-" in line)
     platform.run("delete", "endpoint", "backend", "--wait")
 

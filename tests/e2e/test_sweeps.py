@@ -122,7 +122,7 @@ def test_grid_sweep_of_finetune_registers_the_best_and_serves_it(platform):
     endpoint = wait_for(lambda: (s := platform.get("champion", "endpoint").get("status", {})).get("phase") == "Ready"
                         and s, timeout=180, interval=0.25, message="the models:/ endpoint")
     assert endpoint["resolvedModel"]["path"].endswith(f"/grid/{best['name']}/merged")
-    key = platform.run("token", "create", "sweeps", "-q").stdout.strip()
+    key = platform.run("apikey", "create", "sweeps", "-q").stdout.strip()
     reply = httpx.post(endpoint["url"] + "v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                        json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
                        timeout=60)

@@ -23,8 +23,10 @@ def server_apply(control_plane, obj: dict[str, Any], namespace: str, dry_run: bo
     """A server-side apply as kubectl sends it (`kubectl apply --server-side [--dry-run=server]`)."""
     group_version = obj["apiVersion"]
     plural = {"TrainingJob": "trainingjobs", "Endpoint": "endpoints", "App": "apps", "Sweep": "sweeps",
-              "Workspace": "workspaces"}[obj["kind"]]
-    url = f"{control_plane.server}/apis/{group_version}/namespaces/{namespace}/{plural}/{obj['metadata']['name']}"
+              "Workspace": "workspaces", "Project": "projects"}[obj["kind"]]
+    # A Project is cluster-scoped: no namespace in its URL.
+    where = "" if obj["kind"] == "Project" else f"namespaces/{namespace}/"
+    url = f"{control_plane.server}/apis/{group_version}/{where}{plural}/{obj['metadata']['name']}"
     params = {"fieldManager": "kubectl", **({"dryRun": "All"} if dry_run else {})}
     # JSON (a subset of YAML): PyYAML writes YAML 1.1, whose plain `1e-2` the API server's YAML 1.2 reads as a number.
     return httpx.patch(url, params=params, content=json.dumps(obj),

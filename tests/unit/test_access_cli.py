@@ -44,6 +44,7 @@ def test_a_second_user_with_a_role_logs_in_and_works_only_where_allowed(cli, sto
     code, token, _ = cli("user", "token", "create", "alice", "laptop", "-q", "--expires-days", "30")
     token = token.strip()
     assert code == 0 and token.startswith("sy_u_")
+    assert cli("project", "create", "vision")[0] == 0
     assert cli("project", "add-member", "vision", "alice", "--role", "edit")[0] == 0
     code, out, _ = cli("project", "members", "vision")
     assert "alice" in out and "edit" in out
@@ -80,6 +81,7 @@ def test_a_second_user_with_a_role_logs_in_and_works_only_where_allowed(cli, sto
 
 
 def test_a_service_account_automates_a_project_and_the_audit_log_shows_who(cli, store, tmp_path, monkeypatch):
+    assert cli("project", "create", "vision")[0] == 0
     assert cli("serviceaccount", "create", "ci", "-p", "vision")[0] == 0
     assert "system:serviceaccount:vision:ci" in cli("serviceaccount", "get", "-p", "vision")[1]
     code, token, _ = cli("serviceaccount", "token", "create", "ci", "deploy", "-q", "-p", "vision")
@@ -119,3 +121,53 @@ def test_the_current_project_and_kubectls_n(cli, store, tmp_path):
     assert "No trainingjobs found in project default" in cli("get", "tj", "-p", "default")[2]
     code, _, err = cli("project", "use", "Not_A_Name")
     assert code == 1 and err.count("\n") == 1 and "project" in err
+
+
+def test_token_manages_your_own_tokens_or_a_users_or_a_service_accounts(cli, store, monkeypatch):
+    assert cli("user", "create", "alice")[0] == 0
+    assert cli("user", "create", "bob")[0] == 0
+    # The admin makes alice's first token (--user); then she manages her own without naming herself.
+    code, first, err = cli("token", "create", "laptop", "--user", "alice", "-q")
+    first = first.strip()
+    assert code == 0 and first.startswith("sy_u_"), err
+    as_user(monkeypatch, first)
+    code, out, err = cli("token", "create", "ci", "--expires-days", "7")
+    assert code == 0 and out.startswith("token/ci created for user alice, expires "), err
+    second = out.splitlines()[-1]
+    assert second.startswith("sy_u_") and second != first
+    listed = cli("token", "list")[1]
+    assert "laptop" in listed and "ci" in listed and first not in listed and second not in listed
+    assert cli("token", "revoke", "laptop") == (0, "token/laptop of user alice revoked\n", "")
+    code, _, err = cli("token", "list")
+    assert code == 1 and "missing or invalid API token" in err  # that was the token in use
+    as_user(monkeypatch, second)
+    assert "revoked" in cli("token", "list")[1]
+    # Anybody else's tokens need the RBAC permission: one line.
+    for args in (["list", "--user", "bob"], ["create", "x", "--user", "bob"],
+                 ["list", "--serviceaccount", "ci", "-p", "vision"]):
+        code, _, err = cli("token", *args)
+        assert code == 1 and err.count("\n") == 1 and "user alice cannot" in err, (args, err)
+
+    # A service account's tokens, by the admin; the service account itself is sent to its own.
+    as_user(monkeypatch, TOKEN)
+    assert cli("project", "create", "vision")[0] == 0
+    assert cli("serviceaccount", "create", "ci", "-p", "vision")[0] == 0
+    code, out, err = cli("token", "create", "deploy", "--serviceaccount", "ci", "-n", "vision")
+    assert code == 0 and out.startswith("token/deploy created for serviceaccount ci in project vision."), err
+    sa_token = out.splitlines()[-1]
+    assert sa_token.startswith("sy_sa_")
+    assert "deploy" in cli("token", "list", "--serviceaccount", "ci", "-p", "vision")[1]
+    as_user(monkeypatch, sa_token)
+    code, _, err = cli("token", "list")
+    assert code == 1 and "system:serviceaccount:vision:ci cannot list serviceaccounts" in err, err
+    as_user(monkeypatch, TOKEN)
+    assert cli("token", "revoke", "deploy", "--serviceaccount", "ci", "-p", "vision") == (
+        0, "token/deploy of serviceaccount ci in project vision revoked\n", "")
+
+    # Usage mistakes: one line each. The admin token is no stored user's: it has no tokens of its own.
+    for args, words in ((["create", "x"], "user admin not found: you have no tokens to manage"),
+                        (["create", "x", "--user", "a", "--serviceaccount", "b"], "give one of them"),
+                        (["list", "-p", "vision"], "--project goes with --serviceaccount"),
+                        (["create", "x", "--user", "alice", "--expires-days", "-1"], "--expires-days")):
+        code, _, err = cli("token", *args)
+        assert code in (1, 2) and err.count("\n") == 1 and words in err, (args, err)

@@ -1,4 +1,4 @@
-"""Project keys' owner and restrictions through the API, the client and `shipyard token` (real API on
+"""Project keys' owner and restrictions through the API, the client and `shipyard apikey` (real API on
 loopback over a real SQLite store): what is stored and shown, and one-line refusals naming the field."""
 
 from __future__ import annotations
@@ -65,17 +65,18 @@ def test_invalid_restrictions_are_one_line_422_naming_the_field(server, store, b
 def test_a_users_key_records_the_user(cli, server, store, monkeypatch):  # noqa: F811
     assert cli("user", "create", "alice")[0] == 0
     token = cli("user", "token", "create", "alice", "laptop", "-q")[1].strip()
+    assert cli("project", "create", "vision")[0] == 0
     assert cli("project", "add-member", "vision", "alice", "--role", "edit")[0] == 0
     as_user(monkeypatch, token)
-    code, out, err = cli("token", "create", "mine", "-p", "vision", "--endpoint", "chat")
+    code, out, err = cli("apikey", "create", "mine", "-p", "vision", "--endpoint", "chat")
     assert code == 0, err
     [key] = store.api_keys.list_api_keys("vision")
     assert key.created_by == "alice" and key.endpoints == ("chat",)
-    assert "alice" in cli("token", "list", "-p", "vision")[1]
+    assert "alice" in cli("apikey", "list", "-p", "vision")[1]
 
 
-def test_token_cli_create_with_restrictions_and_list_columns(cli, store):  # noqa: F811
-    code, out, err = cli("token", "create", "ci", "-p", "team-a", "--expires-days", "30", "--endpoint", "chat",
+def test_apikey_cli_create_with_restrictions_and_list_columns(cli, store):  # noqa: F811
+    code, out, err = cli("apikey", "create", "ci", "-p", "team-a", "--expires-days", "30", "--endpoint", "chat",
                          "--endpoint", "embed", "--rate", "5", "--burst", "10")
     assert code == 0 and err == "", err
     assert "only chat, embed" in out and "at most 5/s burst 10" in out and "expires 20" in out
@@ -84,8 +85,8 @@ def test_token_cli_create_with_restrictions_and_list_columns(cli, store):  # noq
     assert key.created_by == "admin" and key.endpoints == ("chat", "embed")
     assert key.rate_limit == RateLimit(5.0, 10) and key.expires_at is not None
     assert store.api_keys.api_key_project(hash_token(token)) == "team-a"
-    assert cli("token", "create", "quiet", "-p", "team-a", "--rate", "0.5", "-q")[1].startswith("sy_key_")
-    code, out, _ = cli("token", "list", "-p", "team-a")
+    assert cli("apikey", "create", "quiet", "-p", "team-a", "--rate", "0.5", "-q")[1].startswith("sy_key_")
+    code, out, _ = cli("apikey", "list", "-p", "team-a")
     header, *rows = out.splitlines()
     assert header.split() == ["PROJECT", "NAME", "HINT", "STATUS", "CREATED", "CREATED", "BY", "EXPIRES",
                               "ENDPOINTS", "RATE"]
@@ -95,17 +96,17 @@ def test_token_cli_create_with_restrictions_and_list_columns(cli, store):  # noq
     assert "0.5/s burst 1" in quiet and " * " in quiet  # every endpoint of the project
 
 
-def test_token_cli_refusals_are_one_line(cli, store):  # noqa: F811
-    code, _, err = cli("token", "create", "k", "--burst", "3")
+def test_apikey_cli_refusals_are_one_line(cli, store):  # noqa: F811
+    code, _, err = cli("apikey", "create", "k", "--burst", "3")
     assert code == 1
     one_error_line(err, "--burst needs --rate")
-    code, _, err = cli("token", "create", "k", "--rate", "0")
+    code, _, err = cli("apikey", "create", "k", "--rate", "0")
     assert code == 1
     one_error_line(err, "rateLimit.requestsPerSecond")
-    code, _, err = cli("token", "create", "k", "--endpoint", "Not_A_Name")
+    code, _, err = cli("apikey", "create", "k", "--endpoint", "Not_A_Name")
     assert code == 1
     one_error_line(err, "endpoints entry")
-    code, _, err = cli("token", "create", "k", "--expires-days", "-1")
+    code, _, err = cli("apikey", "create", "k", "--expires-days", "-1")
     assert code == 1
     one_error_line(err, "expiresInDays")
     assert store.api_keys.list_api_keys() == []

@@ -76,7 +76,15 @@ EXPECTED_RULES = {
     # list: the API's event view reads them back (KubernetesStore.list_events).
     ("", "events"): {"create", "patch", "list"},
     ("events.k8s.io", "events"): {"create", "patch"},
+    # What a Project compiles to in its namespace (compiler/project.py): its LimitRange, its members'
+    # RoleBindings, and `bind` on exactly the three roles those name (else Kubernetes' escalation check refuses).
+    ("", "limitranges"): CRUD,
+    ("rbac.authorization.k8s.io", "rolebindings"): CRUD,
+    **{("rbac.authorization.k8s.io", f"clusterroles[{role}]"): {"bind"} for role in ("admin", "edit", "view")},
 }
+# Cluster-scoped, so never in a Role: Projects, and (all namespaces watched) the Namespaces they compile to.
+PROJECT_RULES = {("shipyard.dev", "projects"): CRUD,
+                 **{("shipyard.dev", f"projects/{sub}"): {"get", "update", "patch"} for sub in ("status", "finalizers")}}
 LEADER_ELECTION_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}
 # Project API keys are Secrets in the release namespace; granted there when it is not a watched namespace.
 API_KEY_RULES = {("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"}}
@@ -200,10 +208,12 @@ def rbac_rules(docs: list[dict[str, Any]], kind: str, name: str | None = None) -
         if name is not None and role["metadata"]["name"] != name:
             continue
         for rule in role["rules"]:
-            assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+            assert "nonResourceURLs" not in rule
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
-                    rules.setdefault((group, resource), set()).update(rule["verbs"])
+                    # A rule limited to some names is keyed by each: `clusterroles[admin]`.
+                    for key in [f"{resource}[{n}]" for n in rule.get("resourceNames", [])] or [resource]:
+                        rules.setdefault((group, key), set()).update(rule["verbs"])
     return rules
 
 
@@ -229,16 +239,56 @@ def test_user_roles_are_shipyards_builtin_roles_aggregated_into_kubernetes_own(s
     assert delegator["subjects"] == [OPERATOR_ACCOUNT]
 
 
+API_PROXY = "shipyard-api-proxy"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_authenticated_user_may_reach_the_api_through_the_service_proxy_and_no_further(scenario):
+    """`shipyard --context` goes through the API server's service proxy as the kubeconfig's user: the API server
+    authorizes `services/proxy` on the name as the URL gives it, with the HTTP method's verb. Only that Service,
+    only the proxy: what the user may do there is Shipyard's SubjectAccessReview's business."""
+    from shipyard.client import API_PORT, API_SERVICE
+
+    docs = rendered(scenario)
+    role = one(docs, "Role", API_PROXY)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    [rule] = role["rules"]
+    assert rule["apiGroups"] == [""] and rule["resources"] == ["services/proxy"]
+    assert set(rule["verbs"]) == {"get", "create", "update", "patch", "delete"}
+    assert f"http:{API_SERVICE}:{API_PORT}" in rule["resourceNames"]  # what Client.for_cluster requests
+    assert all(API_SERVICE in name.split(":") for name in rule["resourceNames"])
+    service = one(docs, "Service", API_SERVICE)
+    assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("api", API_PORT)]
+    binding = one(docs, "RoleBinding", API_PROXY)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": API_PROXY}
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                    "name": "system:authenticated"}]
+
+
+def test_the_api_proxy_binding_can_be_left_to_the_cluster_admin(tmp_path):
+    result = render_text({"apiProxy": {"allowAuthenticated": False}}, NAMESPACE, tmp_path)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert one(docs, "Role", API_PROXY)
+    assert not [d for d in of_kind(docs, "RoleBinding") if d["metadata"]["name"] == API_PROXY]
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rbac_is_least_privilege(scenario):
-    docs = [d for d in rendered(scenario) if d["metadata"]["name"] not in USER_ROLES | {"shipyard-auth-delegator"}]
+    docs = [d for d in rendered(scenario)
+            if d["metadata"]["name"] not in USER_ROLES | {"shipyard-auth-delegator", API_PROXY}]
     roles = of_kind(docs, "ClusterRole") + of_kind(docs, "Role")
     for role in roles:
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert not any("*" in item for item in rule[field]), f"wildcard in {role['metadata']['name']}"
-            assert "rbac.authorization.k8s.io" not in rule["apiGroups"]
-            assert not {"bind", "escalate", "impersonate"} & set(rule["verbs"])
+            assert not {"escalate", "impersonate"} & set(rule["verbs"])
+            # In RBAC's own group only members' RoleBindings and `bind` on the three user roles (by name).
+            if "rbac.authorization.k8s.io" in rule["apiGroups"] or "bind" in rule["verbs"]:
+                assert rule["apiGroups"] == ["rbac.authorization.k8s.io"], rule
+                assert rule["resources"] == ["rolebindings"] and "resourceNames" not in rule or \
+                    rule["resources"] == ["clusterroles"] and rule["verbs"] == ["bind"] and \
+                    sorted(rule["resourceNames"]) == ["admin", "edit", "view"], rule
     for binding in of_kind(docs, "ClusterRoleBinding") + of_kind(docs, "RoleBinding"):
         assert binding["roleRef"]["name"] not in ("cluster-admin", "admin", "edit")
         # The gateway's bindings name its own account; everything else is the operator's.
@@ -251,7 +301,12 @@ def test_rbac_is_least_privilege(scenario):
     assert rbac_rules(docs, "Role", "shipyard-gateway-reports") == REPORT_RULES
     watched = SCENARIOS[scenario].get("watchNamespaces")
     if watched:
-        assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
+        # Only what a Role cannot grant: Projects, and the watched namespaces by name (never created).
+        [projects] = of_kind(docs, "ClusterRole")
+        assert projects["metadata"]["name"] == "shipyard-projects"
+        assert rbac_rules([projects], "ClusterRole") == {
+            **PROJECT_RULES, **{("", f"namespaces[{ns}]"): {"get", "update", "patch", "delete"} for ns in watched}}
+        assert [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == ["shipyard-projects"]
         for ns in watched:
             [role] = [r for r in of_kind(docs, "Role")
                       if r["metadata"]["name"] == "shipyard" and r["metadata"]["namespace"] == ns]
@@ -266,7 +321,8 @@ def test_rbac_is_least_privilege(scenario):
         else:
             assert keys[0]["metadata"]["namespace"] == NAMESPACE and rbac_rules(keys, "Role") == API_KEY_RULES
     else:
-        assert rbac_rules(docs, "ClusterRole", "shipyard") == EXPECTED_RULES
+        assert rbac_rules(docs, "ClusterRole", "shipyard") == {**EXPECTED_RULES, **PROJECT_RULES,
+                                                               ("", "namespaces"): CRUD}
         assert rbac_rules(docs, "ClusterRole", "shipyard-gateway") == GATEWAY_RULES
         assert sorted(b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")) == \
             ["shipyard", "shipyard-gateway"]

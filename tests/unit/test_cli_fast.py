@@ -164,7 +164,7 @@ UNSURE = [
     ["logs", "tj/a", "--tail", " 1"], ["logs", "tj/a", "--tail", "1.0"], ["logs", "tj/a", "-r", "١"],
     ["apply"], ["apply", "-f", "x", "--timeout", "1e3"], ["apply", "-f", "x", "--timeout", "."],
     ["apply", "-f", "x", "--timeout", "-1"], ["version", "x"], ["version", "--project", "p"],
-    ["scale", "endpoint/a", "2"], ["up"], ["token", "list"], ["-p"], ["-p", "x"], ["--bogus", "get", "tj"],
+    ["scale", "endpoint/a", "2"], ["up"], ["token", "list"], ["apikey", "list"], ["-p"], ["-p", "x"], ["--bogus", "get", "tj"],
     ["--help", "get"], ["-p", "x", "--help"], ["widgets"], ["-p", "x", "-h", "get", "tj"],
 ]
 

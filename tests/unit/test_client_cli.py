@@ -318,29 +318,29 @@ def test_module_entry_point_prints_no_traceback(store, tmp_path):
         one_error_line(proc.stderr, words)
 
 
-def test_token_create_list_revoke(cli, store, tmp_path):
-    code, out, err = cli("token", "create", "ci", "--project", "team-a")
+def test_apikey_create_list_revoke(cli, store, tmp_path):
+    code, out, err = cli("apikey", "create", "ci", "--project", "team-a")
     assert code == 0 and err == "", err
     token = out.splitlines()[-1]
     assert token.startswith("sy_key_") and len(token) > 40
     assert store.api_keys.api_key_project(hash_token(token)) == "team-a"
-    code, out, _ = cli("token", "list", "-p", "team-a")
+    code, out, _ = cli("apikey", "list", "-p", "team-a")
     assert code == 0 and "ci" in out and "active" in out and token not in out and token[:12] in out
     assert token.encode() not in (tmp_path / "db").read_bytes()  # only the hash is stored
-    code, _, err = cli("token", "create", "ci", "-p", "team-a")
+    code, _, err = cli("apikey", "create", "ci", "-p", "team-a")
     assert code == 1
     one_error_line(err, "already exists")
-    code, _, err = cli("token", "create", "Bad_Name")
+    code, _, err = cli("apikey", "create", "Bad_Name")
     assert code == 1
     one_error_line(err, "DNS-1123")
-    assert cli("token", "revoke", "ci", "-p", "team-a") == (0, "apikey/ci revoked in project team-a\n", "")
+    assert cli("apikey", "revoke", "ci", "-p", "team-a") == (0, "apikey/ci revoked in project team-a\n", "")
     assert store.api_keys.api_key_project(hash_token(token)) is None
-    code, out, _ = cli("token", "list", "-p", "team-a")
+    code, out, _ = cli("apikey", "list", "-p", "team-a")
     assert "revoked" in out
-    code, _, err = cli("token", "revoke", "ci", "-p", "team-a")
+    code, _, err = cli("apikey", "revoke", "ci", "-p", "team-a")
     assert code == 1
     one_error_line(err, "no active API key")
-    assert cli("token", "create", "ci", "-q", "-p", "team-a")[1].startswith("sy_key_")  # the name is free again
+    assert cli("apikey", "create", "ci", "-q", "-p", "team-a")[1].startswith("sy_key_")  # the name is free again
 
 
 ENDPOINT = """\

@@ -11,8 +11,9 @@ import yaml
 from shipyard.compiler import RegistryModel, compile_resource
 from shipyard.controllers.sweep.searchspace import assignment
 from shipyard.controllers.sweep.substitute import trial_job
-from shipyard.resources import (App, Endpoint, Secret, ServingResource, Sweep, TrainingJob, Workspace, load_resources,
-                                 parse_yaml)
+from shipyard.resources import (App, Endpoint, Project, Secret, ServingResource, Sweep, TrainingJob, Workspace,
+                                 load_resources, parse_yaml)
+from shipyard.resources.project import default_project
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -96,9 +97,23 @@ def variants():
                  "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hub-token", "key": "token"}}},
                          {"name": "PLAIN", "value": "1"}]},
     })
+    # Issue 14: the project every install has (no members, no limits); examples/project.yaml is the full one.
+    # Issue 14 item 6: a Secret mounted as files beside a persistent volume; only the latter gets a claim.
+    with_secret_files = TrainingJob.model_validate({
+        "metadata": {"name": "job-with-secret-files", "namespace": "research",
+                     "uid": "0b7c6a3e-eeee-2222-3333-444455556666"},
+        "spec": {"command": ["python", "train.py", "--credentials", "/etc/creds/hub/token"],
+                 "volumes": [{"name": "data", "mountPath": "/data", "size": "1Gi"},
+                             {"name": "creds", "mountPath": "/etc/creds",
+                              "secret": {"secretName": "hub-token", "defaultMode": 0o440,
+                                         "items": [{"key": "token", "path": "hub/token"},
+                                                   {"key": "user", "path": "hub/user", "mode": 0o444}]}},
+                             {"name": "all-keys", "mountPath": "/etc/all", "secret": {"secretName": "hub-token"}}]},
+    })
     return [("gpu-job", base), ("endpoint-vllm", vllm), ("endpoint-custom", custom), ("app-streamlit", streamlit),
             ("endpoint-registry", registry), ("workspace-vscode", vscode), ("secret", secret),
-            ("job-with-secret", with_secret)]
+            ("job-with-secret", with_secret), ("project-default", default_project()),
+            ("job-with-secret-files", with_secret_files)]
 
 
 CASES = example_resources() + variants()
@@ -381,3 +396,85 @@ def test_secret_compiles_to_a_native_secret_and_references_pass_through():
     env = env_of(compile_resource(job))
     assert env["HF_TOKEN"] == {"secretKeyRef": {"key": "token", "name": "hub-token"}}
     assert "hf_not-a-real-token" not in json.dumps(compile_resource(job))
+
+
+def test_project_compiles_to_its_namespace_members_policies_and_limits():
+    project = next(r for n, r in CASES if n == "project")  # examples/project.yaml
+    objs = compile_resource(project)
+    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
+        ("Namespace", "research"),
+        ("RoleBinding", "member-user-alice-at-example.com"), ("RoleBinding", "member-group-oidc-research"),
+        ("RoleBinding", "member-serviceaccount-ci"),
+        ("NetworkPolicy", "default-deny-ingress"), ("NetworkPolicy", "allow-gateway-to-serving"),
+        ("LimitRange", "defaults")]
+    ns, *rest = objs
+    assert "namespace" not in ns["metadata"] and "ownerReferences" not in ns["metadata"]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert ns["metadata"]["annotations"]["shipyard.dev/display-name"] == "Research"
+    assert all(o["metadata"]["namespace"] == "research" for o in rest)
+    bindings = {o["subjects"][0]["kind"]: o for o in rest if o["kind"] == "RoleBinding"}
+    assert bindings["User"]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                           "name": "admin"}
+    assert bindings["Group"]["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                              "name": "oidc:research"}]
+    assert bindings["ServiceAccount"]["subjects"] == [{"kind": "ServiceAccount", "name": "ci",
+                                                       "namespace": "research"}]
+    assert all(b["metadata"]["labels"]["shipyard.dev/member"] == "true" for b in bindings.values())
+    from shipyard.rbac import validate_object
+
+    for binding in bindings.values():
+        validate_object(binding)  # what the local store accepts, too
+    deny = next(o for o in rest if o["metadata"]["name"] == "default-deny-ingress")
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    [limit] = next(o for o in rest if o["kind"] == "LimitRange")["spec"]["limits"]
+    assert limit == {"default": {"cpu": "2", "memory": "4Gi"}, "defaultRequest": {"cpu": "250m", "memory": "512Mi"},
+                     "type": "Container"}
+    [limit] = compile_resource(default_project())[-1]["spec"]["limits"]
+    assert "default" not in limit and limit["defaultRequest"] == {"cpu": "100m", "memory": "256Mi"}
+
+
+def test_project_default_deny_leaves_every_workloads_own_admission_in_place():
+    """NetworkPolicies are additive: under the project's default deny, each workload's own policy still admits
+    what it needs (the gang its own pods, serving pods the gateway), and the project admits the gateway to
+    serving pods on the port their own policies name."""
+    from shipyard.compiler.common import GATEWAY_POD_LABELS
+    from shipyard.compiler.serving import PORT_NAME
+
+    project = next(r for n, r in CASES if n == "project")
+    allow = next(o for o in compile_resource(project) if o["metadata"]["name"] == "allow-gateway-to-serving")
+    [rule] = allow["spec"]["ingress"]
+    assert rule["ports"] == [{"port": PORT_NAME, "protocol": "TCP"}]
+    assert rule["from"][0]["podSelector"]["matchLabels"] == GATEWAY_POD_LABELS
+    [expr] = allow["spec"]["podSelector"]["matchExpressions"]
+    assert (expr["key"], expr["operator"], sorted(expr["values"])) == ("shipyard.dev/kind", "In", ["app", "endpoint"])
+    assert not any(o["spec"].get("ingress") == [{}] for o in compile_resource(project) if o["kind"] == "NetworkPolicy")
+    for name, resource in CASES:
+        if isinstance(resource, (TrainingJob, ServingResource, Workspace)):
+            policies = [o for o in compiled(name, resource) if o["kind"] == "NetworkPolicy"]
+            assert policies and all(p["spec"]["ingress"] for p in policies), name
+
+
+def test_member_binding_names_are_valid_and_distinct():
+    from shipyard.compiler import member_binding_name
+    from shipyard.rbac.authorizer import _DNS_SUBDOMAIN
+
+    assert member_binding_name("User", "alice@example.com") == "member-user-alice-at-example.com"
+    assert member_binding_name("Group", "system:authenticated") == "member-group-system-authenticated"
+    odd = ["Alice", "alice", "a..b", "a_b", ":x:", "x" * 200, "ä@" + "y" * 199]
+    names = [member_binding_name("User", n) for n in odd]
+    assert len(set(names)) == len(names)
+    assert all(len(n) <= 253 and _DNS_SUBDOMAIN.match(n) for n in names), names
+    # Names that still map to one binding name are told apart within a project.
+    project = Project.model_validate({"metadata": {"name": "team"}, "spec": {"members": [
+        {"kind": "User", "name": "oidc:alice"}, {"kind": "User", "name": "oidc-alice"},
+        {"kind": "Group", "name": "oidc:alice"}]}})
+    bindings = [o["metadata"]["name"] for o in compile_resource(project) if o["kind"] == "RoleBinding"]
+    assert len(set(bindings)) == 3 and bindings[2] == "member-group-oidc-alice"
+    assert all(b.startswith("member-user-oidc-alice-") for b in bindings[:2])
+
+
+def test_project_labels_cannot_loosen_pod_security():
+    project = Project.model_validate({"metadata": {"name": "team", "labels": {
+        "pod-security.kubernetes.io/enforce": "privileged", "team": "a"}}})
+    labels = compile_resource(project)[0]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted" and labels["team"] == "a"

@@ -22,6 +22,7 @@ from shipyard.resources import (API_VERSION, Condition, ManifestError, Resource,
 from shipyard.resources.crd import INT_OR_STRING, PRESERVE, all_crds, crd_for, main
 from shipyard.resources.endpoint import EndpointStatus, ResolvedModel
 from shipyard.resources.manifest import Document
+from shipyard.resources.project import ProjectStatus
 from shipyard.resources.registry import KINDS as ALL_KINDS
 
 # A Shipyard Secret is a native Secret on a cluster, never a custom resource (resources/secret.py): no CRD.
@@ -74,7 +75,9 @@ def test_every_kind_has_a_crd():
     for kind, crd in CRDS.items():
         names, [version] = crd["spec"]["names"], crd["spec"]["versions"]
         assert names["kind"] == kind and names["listKind"] == f"{kind}List" and names["categories"] == ["shipyard"]
-        assert crd["spec"]["scope"] == "Namespaced" and version["name"] == "v1alpha1"
+        # A Project is the namespace the others live in: cluster-scoped, as a Namespace is.
+        assert crd["spec"]["scope"] == ("Cluster" if KINDS[kind].CLUSTER_SCOPED else "Namespaced")
+        assert version["name"] == "v1alpha1"
         assert version["served"] and version["storage"] and version["subresources"] == {"status": {}}
 
 
@@ -202,6 +205,8 @@ STATUSES = {
     "Workspace": lambda: WorkspaceStatus(
         phase="Suspended", conditions=_conditions(), observed_generation=1, url="http://gateway/default/notebook/",
         ready=False, last_activity_time=NOW, suspended_time=NOW, suspend_reason="Idle"),
+    "Project": lambda: ProjectStatus(
+        phase="Active", conditions=_conditions(), observed_generation=1, workloads={"TrainingJob": 2, "Endpoint": 1}),
 }
 
 
@@ -296,6 +301,9 @@ BAD = [
     ("Sweep", "spec.objective.goal", "sideways"),
     ("Sweep", "spec.parameters", []),
     ("Sweep", "spec.trial.replicas", "two"),
+    ("Project", "spec.members.0.role", "owner"),
+    ("Project", "spec.members.0.kind", "Robot"),
+    ("Project", "spec.displayName", "x" * 201),
 ]
 
 

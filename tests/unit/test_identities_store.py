@@ -244,3 +244,16 @@ def test_key_file(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(ValueError, match="invalidates"):
         load_or_create_key(path)
+
+
+def test_secret_file_race_keeps_the_winners_secret(tmp_path):
+    from shipyard.secretfile import load_or_create
+
+    path = tmp_path / "key"
+
+    def new() -> bytes:  # another process creates the file while this one makes its own
+        path.write_bytes(b"theirs")
+        return b"mine"
+
+    assert load_or_create(path, new, lambda p: p.read_bytes()) == b"theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["key"]  # no temporary file left behind

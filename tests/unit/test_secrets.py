@@ -115,6 +115,12 @@ def test_values_are_encrypted_at_rest_and_decrypted_for_controllers(tmp_path):
     assert VALUE.encode() not in _db_bytes(tmp_path)
 
 
+def test_a_key_file_of_the_wrong_size_is_refused(tmp_path):
+    (tmp_path / "secret.key").write_bytes(b"x" * 33)
+    with pytest.raises(ValueError, match="holds 33 bytes, expected 32"):
+        SecretCipher.beside(tmp_path / "shipyard.db")
+
+
 def test_ciphertext_is_bound_to_its_object():
     cipher = SecretCipher(os.urandom(32))
     sealed = cipher.seal("uid-1", {"k": VALUE})

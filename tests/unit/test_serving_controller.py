@@ -178,6 +178,8 @@ def test_gateway_key_is_created_into_a_secret_and_revoked_with_the_resource(tmp_
     secret = runtime.get("Secret", "default", "chat-gateway-key")
     token = secret["stringData"]["token"]
     assert store.api_keys.api_key_project(hash_token(token)) == "default"
+    made = {k.name: k.created_by for k in store.api_keys.list_api_keys("default")}
+    assert made == {"endpoint-chat": "system:shipyard:serving-controller"}  # not "unknown"
     env = deployment(runtime)["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "chat-gateway-key", "key": "token"}}} \
         in env

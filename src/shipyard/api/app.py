@@ -19,7 +19,7 @@ from shipyard.store.rbac import BuiltinRbac
 from . import errors
 from .audit import AuditMiddleware
 from .logs import LogSource
-from .routers import access, apikeys, portforward, rbac, resources, system, workspaces
+from .routers import access, apikeys, portforward, projects, rbac, resources, system, workspaces
 from .routers import models as registry
 
 MAX_BODY_BYTES = MAX_TEXT_BYTES  # as much as the CLI will read from files: 16 MiB
@@ -87,7 +87,8 @@ def create_app(store: Store, logs: LogSource | None, admin_token_hash: str, vers
     app.state.audit_log_json = audit_log_json
     app.add_middleware(AuditMiddleware)
     # Every route below declares its permission (api/authz.py `allow`); tests fail for one that does not.
-    for router in (system.public, system.router, resources.router, apikeys.router, registry.router,
-                   workspaces.router, portforward.router, rbac.router, access.router):
+    # projects before resources: its /projects routes are more specific than resources' /{plural}.
+    for router in (system.public, system.router, projects.router, resources.router, apikeys.router,
+                   registry.router, workspaces.router, portforward.router, rbac.router, access.router):
         app.include_router(router)
     return app

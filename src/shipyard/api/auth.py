@@ -7,10 +7,9 @@ echo or put the token into an error message.
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
+from shipyard.secretfile import load_or_create
 from shipyard.tokens import hash_token, new_admin_token, new_api_key
 
 __all__ = ["hash_token", "load_or_create_admin_token", "new_api_key"]
@@ -25,28 +24,6 @@ def _read_token(path: Path) -> str:
 
 
 def load_or_create_admin_token(path: Path) -> str:
-    """Return the admin token stored at `path`, creating it (mode 0600) on first use.
-
-    The token is written to a private temporary file first and then hard-linked into place, so a concurrent
-    reader sees either no file or a complete one, and two racing creators agree on a single token.
-    """
-    try:
-        return _read_token(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = new_admin_token()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(token + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return _read_token(path)  # another process won the race: its token is the one
-    finally:
-        tmp.unlink(missing_ok=True)
-    return token
+    """Return the admin token stored at `path`, creating it (mode 0600) on first use; a concurrent reader sees
+    either no file or a complete one, and two racing creators agree on a single token (secretfile.py)."""
+    return load_or_create(path, lambda: (new_admin_token() + "\n").encode(), _read_token)

@@ -1,8 +1,6 @@
-"""Who you are and what you may do: `login`, `whoami`, `auth can-i`, `user`, `serviceaccount`, `project
-add-member|remove-member|members` and `audit`.
+"""Who you are and what you may do: `login`, `whoami`, `auth can-i`, `user`, `serviceaccount` and `audit`.
 
-Members of a project are RoleBindings of the built-in roles (view, edit, admin) in the project's namespace,
-named `member-KIND-NAME`, the objects a cluster would hold natively; `add-member` replaces a member's role.
+Projects and their members are cli/project.py's.
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ from . import common
 from .common import CliError, echo, make_client, project_of
 from .printers import format_rows
 
-ROLES = ("view", "edit", "admin")
-SUBJECT_KINDS = {"user": "User", "group": "Group", "serviceaccount": "ServiceAccount"}
 
 user_app = typer.Typer(help="Manage users and their tokens (cluster-admin; anyone for their own tokens).",
                        no_args_is_help=True)
@@ -25,8 +21,6 @@ serviceaccount_app = typer.Typer(help="Manage a project's service accounts (for 
                                  no_args_is_help=True)
 auth_app = typer.Typer(help="Inspect authorization: `auth can-i VERB RESOURCE`, `auth whoami`.",
                        no_args_is_help=True)
-project_app = typer.Typer(help="Choose a project (use, current) and who may work in it (add-member, members).",
-                          no_args_is_help=True)
 
 
 def _table(rows: list[list[str]]) -> None:
@@ -222,78 +216,6 @@ def _token_action(action: str, name: str | None, quiet: bool, expires_days: floa
             _table([["NAME", "HINT", "STATUS", "EXPIRES", "LAST USED"]] + [
                 [t["name"], t.get("hint", "") + "…", "revoked" if t.get("revokedAt") else "active",
                  _when(t.get("expiresAt")), _when(t.get("lastUsedAt"))] for t in tokens])
-
-
-# --- project members --------------------------------------------------------------------------------------
-
-def _binding_name(kind: str, subject: str) -> str:
-    return f"member-{kind.lower()}-{subject.replace(':', '-').replace('@', '-at-')}"[:253]
-
-
-@project_app.command("add-member")
-def add_member(project: Annotated[str, typer.Argument(help="The project.")],
-               subject: Annotated[str, typer.Argument(help="A user (or --kind group|serviceaccount).")],
-               role: Annotated[str, typer.Option("--role", help="view, edit or admin.")] = "view",
-               kind: Annotated[str, typer.Option("--kind", help="user, group or serviceaccount.")] = "user") -> None:
-    """Give a user, group or service account a role in a project (replacing the one they had)."""
-    if role not in ROLES:
-        raise CliError(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
-    if kind not in SUBJECT_KINDS:
-        raise CliError(f"--kind must be one of {', '.join(SUBJECT_KINDS)}, not {kind!r}")
-    subject_obj: dict[str, Any] = {"kind": SUBJECT_KINDS[kind], "name": subject}
-    if kind == "serviceaccount":
-        subject_obj["namespace"] = project
-    else:
-        subject_obj["apiGroup"] = "rbac.authorization.k8s.io"
-    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": _binding_name(kind, subject), "namespace": project,
-                            "labels": {"shipyard.dev/member": "true"}},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-               "subjects": [subject_obj]}
-    with make_client() as client:
-        client.put_rbac(binding)
-    echo(f"{kind} {subject} is now {role} in project {project}")
-
-
-@project_app.command("remove-member")
-def remove_member(project: Annotated[str, typer.Argument()], subject: Annotated[str, typer.Argument()],
-                  kind: Annotated[str, typer.Option("--kind", help="user, group or serviceaccount.")] = "user") -> None:
-    """Take a member's role in a project away."""
-    with make_client() as client:
-        client.delete_rbac("RoleBinding", _binding_name(kind, subject), project)
-    echo(f"{kind} {subject} removed from project {project}")
-
-
-@project_app.command("use")
-def use(project: Annotated[str, typer.Argument(help="The project later commands work in by default.")]) -> None:
-    """Work in this project from now on (as kubectl's namespace of the current context); -p overrides it."""
-    from shipyard.resources.base import check_dns1123_label
-
-    try:
-        check_dns1123_label(project, "project")
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    common.use_project(project)
-    echo(f"Now working in project {project}")
-
-
-@project_app.command("current")
-def current() -> None:
-    """The project commands work in when -p is not given."""
-    echo(common.current_project())
-
-
-@project_app.command("members")
-def members(project: Annotated[str, typer.Argument()]) -> None:
-    """Everyone bound to a role in the project, by any RoleBinding."""
-    with make_client() as client:
-        bindings = client.list_rbac("RoleBinding", project)
-    rows = [["SUBJECT", "KIND", "ROLE", "BINDING"]]
-    for b in bindings:
-        for s in b.get("subjects") or []:
-            rows.append([s.get("name", ""), s.get("kind", ""), b.get("roleRef", {}).get("name", ""),
-                         b["metadata"]["name"]])
-    _table(rows)
 
 
 # --- audit ------------------------------------------------------------------------------------------------

@@ -116,8 +116,8 @@ def _get_all(ctx: typer.Context, output: str | None, selector: str | None, key: 
     found: list[tuple[str, list[printers.Wire]]] = []
     with make_client() as client:
         for names in KIND_NAMES:
-            if names.KIND == "Secret":
-                continue  # as kubectl's `get all`, which leaves Secrets out
+            if names.KIND == "Secret" or names.CLUSTER_SCOPED:
+                continue  # as kubectl's `get all`, which leaves Secrets and Namespaces out
             listed = client.list_wire(names.KIND, namespace, selector=selector)[0]
             wires = [w for w in listed if wanted.matches(labels_of(w))]
             if key is not None:

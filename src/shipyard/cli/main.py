@@ -53,6 +53,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "down": ("shipyard.cli.daemon", "down"),
     "version": ("shipyard.cli.main", "version"),
     "token": ("shipyard.cli.token", "app"),
+    "apikey": ("shipyard.cli.apikey", "app"),
     "port-forward": ("shipyard.cli.portforward", "port_forward"),
     "models": ("shipyard.cli.models", "models"),
     "open": ("shipyard.cli.workspace", "open_workspace"),
@@ -63,7 +64,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "auth": ("shipyard.cli.access", "auth_app"),
     "user": ("shipyard.cli.access", "user_app"),
     "serviceaccount": ("shipyard.cli.access", "serviceaccount_app"),
-    "project": ("shipyard.cli.access", "project_app"),
+    "project": ("shipyard.cli.project", "project_app"),
     "audit": ("shipyard.cli.access", "audit"),
 }
 

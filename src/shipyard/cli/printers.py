@@ -150,13 +150,16 @@ COLUMNS: dict[str, list[Column]] = {
     ],
     # As kubectl: the type and how many keys; values never reach the client at all.
     "Secret": [NAME, Column("TYPE", "spec.type"), Column("DATA", lambda o: len(dig(o, "status.keys") or {})), AGE],
+    "Project": [NAME, Column("DISPLAY NAME", "spec.displayName"), Column("PHASE", "status.phase"),
+                Column("MEMBERS", lambda o: len(dig(o, "spec.members") or [])), AGE,
+                Column("DESCRIPTION", "spec.description", wide=True)],
 }
 DEFAULT_COLUMNS = [NAME, Column("PHASE", "status.phase"), AGE]
 
 
 def columns_for(kind: str, wide: bool, all_projects: bool) -> list[Column]:
     cols = [c for c in COLUMNS.get(kind, DEFAULT_COLUMNS) if wide or not c.wide]
-    return [PROJECT, *cols] if wide or all_projects else cols
+    return [PROJECT, *cols] if (wide or all_projects) and kind != "Project" else cols
 
 
 def format_rows(rows: list[list[str]], widths: list[int] | None = None) -> list[str]:
@@ -283,7 +286,7 @@ def describe(obj: Wire, events: list[Wire]) -> str:
     lines = [
         f"Name:         {meta.get('name')}",
         f"Kind:         {obj.get('kind')}",
-        f"Project:      {meta.get('namespace')}",
+        *([f"Project:      {meta.get('namespace')}"] if meta.get("namespace") else []),
         f"UID:          {fmt(meta.get('uid'))}",
         f"Labels:       {_pairs(meta.get('labels'))}",
         f"Annotations:  {_pairs(meta.get('annotations'))}",
@@ -320,6 +323,12 @@ def describe(obj: Wire, events: list[Wire]) -> str:
     if isinstance(status.get("keys"), dict):  # a Secret: its keys and sizes, as `kubectl describe secret`
         lines += ["Data:", *(f"  {key}:  {size} bytes" for key, size in status["keys"].items())] \
             if status["keys"] else ["Data:  <none>"]
+    if obj.get("kind") == "Project":  # who may do what there, and what it holds
+        lines += _section("Members", ["KIND", "NAME", "ROLE"], [
+            [fmt(m.get("kind")), fmt(m.get("name")), fmt(m.get("role"))]
+            for m in (obj.get("spec") or {}).get("members") or []])
+        held = obj.get("held") or {}  # counted by `project describe` as it asks (see cli/project.py)
+        lines.append(f"Holds:  {', '.join(f'{n} {k}' for k, n in held.items()) or '<nothing>'}")
     if "replicaStatuses" in status:
         lines += _section("Replicas", ["INDEX", "PHASE", "EXIT CODE", "REASON"], [
             [fmt(r.get("index")), fmt(r.get("phase")), fmt(r.get("exitCode")), fmt(r.get("reason"))]

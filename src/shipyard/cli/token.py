@@ -1,81 +1,93 @@
-"""`shipyard token create|list|revoke`: the project API keys that the gateway accepts as bearer tokens."""
+"""`shipyard token create|list|revoke`: identity tokens, the bearer tokens the control plane accepts.
+
+Without an option they are the caller's own (`auth whoami` says whose: a user may always manage their own);
+`--user U` manages a user's (needs `users/tokens`, i.e. cluster-admin) and `--serviceaccount SA -p P` a
+project's service account's (needs `serviceaccounts/token` in P). The same calls as `user token` and
+`serviceaccount token` (cli/access.py), which stay. The gateway's per-project API keys are `shipyard apikey`
+(cli/apikey.py); until this release they were `shipyard token`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, List, Optional
+from typing import Annotated, Any, Optional
 
-import typer
+from . import _typer as typer  # typer only when typer reads the signatures (cli/_typer.py)
+from . import common
+from .access import _token_action
+from .common import CliError, make_client, project_of
 
-from .common import CliError, ProjectOption, make_client, project_of
-from .printers import format_rows
+# Kubernetes' username of a service account, `system:serviceaccount:NS:NAME` (as rbac/authorizer.py's, not
+# imported from there: loading the authorizer would cost this verb ~30 ms of start-up for one string).
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 
-app = typer.Typer(help="Manage project API keys for endpoints and apps behind the gateway.",
+app = typer.Typer(help="Manage identity tokens for `login`: yours, a user's, a service account's.",
                   no_args_is_help=True)
+
+def _subject(ctx: Any, user: str | None, serviceaccount: str | None,
+             project: str | None) -> tuple[str, dict[str, Any]]:
+    """(how to name the owner, the client's keyword arguments) for the chosen identity, by default the caller's."""
+    if user and serviceaccount:
+        raise CliError("--user and --serviceaccount name two identities: give one of them")
+    if project and not serviceaccount:
+        raise CliError("--project goes with --serviceaccount (a user's tokens belong to no project)")
+    if serviceaccount:
+        namespace = project_of(ctx, project)
+        return (f"serviceaccount {serviceaccount} in project {namespace}",
+                {"service_account": serviceaccount, "project": namespace})
+    if user:
+        return f"user {user}", {"user": user}
+    with make_client() as client:
+        me = str(client.whoami().get("username") or "")
+    if me.startswith(SERVICE_ACCOUNT_PREFIX) and me.count(":") == 3:
+        namespace, account = me[len(SERVICE_ACCOUNT_PREFIX):].split(":")
+        return f"serviceaccount {account} in project {namespace}", {"service_account": account, "project": namespace}
+    if not me:
+        raise CliError("the control plane did not say who you are: use --user or --serviceaccount")
+    return f"user {me}", {"user": me}
+
+
+def _run(ctx: Any, action: str, name: str | None, user: str | None, serviceaccount: str | None,
+         project: str | None, expires_days: float | None = None, quiet: bool = False) -> None:
+    from shipyard.client import ApiError
+
+    owner, subject = _subject(ctx, user, serviceaccount, project)
+    try:
+        _token_action(action, name, quiet, expires_days, owner, **subject)
+    except ApiError as exc:
+        if user or serviceaccount or exc.status != 404 or not str(exc.detail).startswith(f"{owner} not found"):
+            raise
+        # The bootstrap admin token (`shipyard up`'s) authenticates as `admin`, a name and no stored user.
+        raise CliError(f"{owner} not found: you have no tokens to manage (the admin token is no user's); "
+                       "name one with --user or --serviceaccount") from None
+
+
+UserOption = Annotated[Optional[str], typer.Option(
+    "--user", help="A user's tokens (cluster-admin) instead of your own.", show_default=False)]
+ServiceAccountOption = Annotated[Optional[str], typer.Option(
+    "--serviceaccount", help="A service account's tokens (in --project) instead of your own.", show_default=False)]
 
 
 @app.command("create")
-def create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="A name for the key (DNS label).")],
-           project: ProjectOption = None,
+def create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="A name for the token.")],
+           user: UserOption = None, serviceaccount: ServiceAccountOption = None,
+           project: common.ProjectOption = None,
            expires_days: Annotated[Optional[float], typer.Option(
-               "--expires-days", help="Expire after this many days (default: never).")] = None,
-           endpoint: Annotated[Optional[List[str]], typer.Option(
-               "--endpoint", help="Reach only this Endpoint or App (repeatable; default: all of the project).")]
-           = None,
-           rate: Annotated[Optional[float], typer.Option(
-               "--rate", help="At most this many requests per second (default: no limit).")] = None,
-           burst: Annotated[Optional[int], typer.Option(
-               "--burst", help="With --rate: requests allowed at once (default: one second's worth).")] = None,
+               "--expires-days", min=0, help="Expire after this many days (default: never).")] = None,
            quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the token.")] = False) -> None:
-    """Create a key; its token is printed once and cannot be shown again."""
-    if burst is not None and rate is None:
-        raise CliError("--burst needs --rate")
-    namespace = project_of(ctx, project)
-    with make_client() as client:
-        key = client.create_api_key(name, namespace, expires_in_days=expires_days, endpoints=endpoint or None,
-                                    requests_per_second=rate, burst=burst)
-    if quiet:
-        typer.echo(key["token"])
-        return
-    limits = [f"expires {_when(key.get('expiresAt'))}"] if key.get("expiresAt") else []
-    if key.get("endpoints"):
-        limits.append("only " + ", ".join(key["endpoints"]))
-    if key.get("rateLimit"):
-        limits.append(f"at most {_rate(key['rateLimit'])}")
-    typer.echo(f"apikey/{key['name']} created in project {key['project']}"
-               f"{' (' + '; '.join(limits) + ')' if limits else ''}. Its token (shown only now):")
-    typer.echo(key["token"])
-
-
-def _when(value: Any) -> str:
-    return str(value)[:19].replace("T", " ") if value else "-"
-
-
-def _rate(limit: dict[str, Any] | None) -> str:
-    return f"{limit['requestsPerSecond']:g}/s burst {limit['burst']}" if limit else "-"
+    """Create a token; it is printed once and cannot be shown again (`shipyard login` takes it)."""
+    _run(ctx, "create", name, user, serviceaccount, project, expires_days, quiet)
 
 
 @app.command("list")
-def list_keys(ctx: typer.Context, project: ProjectOption = None) -> None:
-    """List the project's keys (hints only: tokens are never stored)."""
-    namespace = project_of(ctx, project)
-    with make_client() as client:
-        keys = client.list_api_keys(namespace)
-    if not keys:
-        typer.echo(f"No API keys in project {namespace}.")
-        return
-    rows = [["PROJECT", "NAME", "HINT", "STATUS", "CREATED", "CREATED BY", "EXPIRES", "ENDPOINTS", "RATE"]] + [
-        [k["project"], k["name"], k["hint"], k["status"], _when(k["createdAt"]), k.get("createdBy") or "unknown",
-         _when(k.get("expiresAt")), ",".join(k.get("endpoints") or []) or "*", _rate(k.get("rateLimit"))]
-        for k in keys]
-    for line in format_rows(rows):
-        typer.echo(line)
+def list_tokens(ctx: typer.Context, user: UserOption = None, serviceaccount: ServiceAccountOption = None,
+                project: common.ProjectOption = None) -> None:
+    """List the tokens (hints only: tokens are never stored)."""
+    _run(ctx, "list", None, user, serviceaccount, project)
 
 
 @app.command("revoke")
-def revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The key's name.")],
-           project: ProjectOption = None) -> None:
-    """Revoke a key: the gateway refuses it from the next request on."""
-    namespace = project_of(ctx, project)
-    with make_client() as client:
-        key = client.revoke_api_key(name, namespace)
-    typer.echo(f"apikey/{key['name']} revoked in project {key['project']}")
+def revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The token's name.")],
+           user: UserOption = None, serviceaccount: ServiceAccountOption = None,
+           project: common.ProjectOption = None) -> None:
+    """Revoke a token: it is refused from the next request on."""
+    _run(ctx, "revoke", name, user, serviceaccount, project)

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import httpx
 from lightkube import ApiError, Client, operators
-from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.client_adapter import ConnectionParams, user_auth
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
@@ -72,6 +72,8 @@ NATIVE_TYPES = {t.kind: t for t in [
     ResourceType("v1", "ConfigMap", "configmaps"),
     ResourceType("v1", "Event", "events"),
     ResourceType("v1", "Namespace", "namespaces", namespaced=False),
+    ResourceType("v1", "LimitRange", "limitranges"),
+    ResourceType("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
     ResourceType("v1", "Node", "nodes", namespaced=False),
     ResourceType("v1", "PersistentVolume", "persistentvolumes", namespaced=False),
     ResourceType("batch/v1", "Job", "jobs"),
@@ -120,13 +122,58 @@ def load_config(kubeconfig: str | Path | None = None, context: str | None = None
     return single
 
 
+# lightkube runs exec plugins of v1alpha1 and v1beta1 only; a v1 plugin prints the same `status.token`.
+_EXEC_V1BETA1 = "client.authentication.k8s.io/v1beta1"
+
+
+def bearer_token(config: SingleConfig) -> str | None:
+    """The bearer token the kubeconfig's user presents to the API server, fetched now: a static `token`, the
+    contents of a `tokenFile`, what an exec credential plugin prints (the plugin runs here, as kubectl runs it;
+    its tokens are short-lived, so ask again for each client rather than keeping one), or an `auth-provider`'s
+    cached `id-token` (oidc) or `access-token`. None for a user who proves who they are otherwise (a client
+    certificate, as kind's and kubeadm's admin kubeconfigs do, or basic auth): they have no token to forward.
+
+    Raises ValueError with a one-line reason when the plugin cannot run or gives no token."""
+    user = config.user
+    if user is None:
+        return None
+    if user.token is None and user.token_file is None and user.exec is None:
+        if user.auth_provider:  # lightkube refuses auth providers; their token is cached in the kubeconfig
+            settings = user.auth_provider.get("config") or {}
+            token = str(settings.get("id-token") or settings.get("access-token") or "").strip()
+            return token or None
+        return None
+    if user.exec is not None and user.exec.apiVersion == "client.authentication.k8s.io/v1":
+        user = dataclasses.replace(user, exec=dataclasses.replace(user.exec, apiVersion=_EXEC_V1BETA1))
+    try:
+        auth = user_auth(user)
+        # The auth flow a request would go through: it reads the token file or runs the exec plugin.
+        request = next(auth.sync_auth_flow(httpx.Request("GET", config.cluster.server))) if auth else None
+    except ConfigError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"cannot get the kubeconfig user's token: {first}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot run the kubeconfig user's exec plugin: {exc}") from None
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("the kubeconfig user's exec plugin printed no ExecCredential with status.token") from None
+    if request is None:
+        return None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return (token.strip() or None) if scheme == "Bearer" else None
+
+
 def service_proxy_client(config: SingleConfig, namespace: str, service: str, port: int,
-                         timeout: float = 30.0) -> httpx.Client:
+                         timeout: float = 30.0, token: str | None = None) -> httpx.Client:
     """An httpx client whose base URL is a Service reached through the API server's proxy, authenticated as the
-    kubeconfig's user (token, client certificate or exec plugin): how `shipyard --context` reaches the in-cluster
-    API without a port-forward. The API server removes the user's Authorization header after authenticating it,
-    so Shipyard's own token travels in another header (see shipyard.client)."""
+    kubeconfig's user (`token`, the one bearer_token fetched, else whatever the kubeconfig says: token, client
+    certificate or exec plugin): how `shipyard --context` reaches the in-cluster API without a port-forward. The
+    API server removes the user's Authorization header after authenticating it, so the token Shipyard's API
+    authenticates travels again in another header (see shipyard.client)."""
     params = ConnectionParams(timeout=httpx.Timeout(timeout))
+    if token is not None and config.user is not None:
+        # The same token as the one in X-Shipyard-Token, and an auth-provider user (lightkube refuses them) works.
+        config = config._replace(user=dataclasses.replace(
+            config.user, token=token, token_file=None, exec=None, auth_provider=None))
     kwargs = params.httpx_params(config)
     base = str(kwargs.pop("base_url")).rstrip("/")
     kwargs["base_url"] = f"{base}/api/v1/namespaces/{namespace}/services/http:{service}:{port}/proxy"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.resources import Resource, Secret, ServingResource, Sweep, TrainingJob, Workspace
+from shipyard.resources import Project, Resource, Secret, ServingResource, Sweep, TrainingJob, Workspace
 
+from .project import compile_project, member_binding_name
 from .secret import compile_secret
 from .serving import RegistryModel, ServingContext, compile_serving, default_scaling
 from .trainingjob import TrainingJobContext, compile_trainingjob
@@ -35,11 +36,14 @@ def compile_resource(resource: Resource, restart: int = 0, replicas: int | None 
         return compile_workspace(resource, None if running is None else WorkspaceContext(running=running))
     if isinstance(resource, Secret):
         return compile_secret(resource)
+    if isinstance(resource, Project):
+        return compile_project(resource)
     if isinstance(resource, Sweep):
         raise TypeError("a Sweep compiles to no objects of its own: its controller creates the trials as "
                         f"TrainingJobs ({resource.metadata.name}-0, -1, …), each compiled like any TrainingJob")
     raise TypeError(f"no compiler for kind {resource.kind!r}")
 
 
-__all__ = ["RegistryModel", "ServingContext", "TrainingJobContext", "WorkspaceContext", "compile_resource",
-           "compile_secret", "compile_serving", "compile_trainingjob", "compile_workspace", "default_scaling"]
+__all__ = ["RegistryModel", "ServingContext", "TrainingJobContext", "WorkspaceContext", "compile_project",
+           "compile_resource", "compile_secret", "compile_serving", "compile_trainingjob", "compile_workspace",
+           "default_scaling", "member_binding_name"]

@@ -129,6 +129,31 @@ def volume_claim(resource: Resource, volume: Any) -> dict[str, Any]:
     }
 
 
+def persistent_claims(resource: Resource, volumes: list[Any]) -> list[dict[str, Any]]:
+    """The claims of a spec's persistent volumes, by name (a secret volume has none: nothing is stored)."""
+    return [volume_claim(resource, v) for v in sorted(volumes, key=lambda v: v.name) if v.secret is None]
+
+
+def pod_volume(volume: Any) -> dict[str, Any]:
+    """A spec's volume in a pod: its claim, or the Secret whose keys it shows as files (values stay there)."""
+    if volume.secret is None:
+        return {"name": volume.name, "persistentVolumeClaim": {"claimName": volume.name}}
+    source: dict[str, Any] = {"defaultMode": volume.secret.default_mode}
+    if volume.secret.items:
+        source["items"] = [{"key": i.key, "path": i.path, **({"mode": i.mode} if i.mode is not None else {})}
+                           for i in volume.secret.items]
+    source["secretName"] = volume.secret.secret_name
+    return {"name": volume.name, "secret": source}
+
+
+def volume_mount(volume: Any) -> dict[str, Any]:
+    """A spec's volume in a container; a secret volume is read-only, as the kubelet mounts it anyway."""
+    mount: dict[str, Any] = {"mountPath": volume.mount_path, "name": volume.name}
+    if volume.secret is not None:
+        mount["readOnly"] = True
+    return mount
+
+
 def gateway_only_network_policy(resource: Resource, port_name: str, from_ingress: bool,
                                 from_operator: bool = False) -> dict[str, Any]:
     """Admit only the Shipyard gateway (and, with an Ingress, the ingress controller; with `from_operator`,

@@ -43,7 +43,9 @@ from .common import (
     pod_security_context,
     selector_labels,
     user_env,
-    volume_claim,
+    persistent_claims,
+    pod_volume,
+    volume_mount,
 )
 
 PORT_NAME = "http"
@@ -174,7 +176,7 @@ def _container(resource: ServingResource, ctx: ServingContext) -> dict[str, Any]
     spec = resource.spec
     command, args = _command(resource, ctx)
     probe = spec.readiness_probe
-    mounts: list[dict[str, Any]] = [{"mountPath": v.mount_path, "name": v.name} for v in spec.volumes]
+    mounts: list[dict[str, Any]] = [volume_mount(v) for v in spec.volumes]
     registry = _registry_model(resource, ctx)
     if registry is not None:
         mounts.append({"mountPath": REGISTRY_MOUNT, "name": registry.volume, "readOnly": True})
@@ -221,14 +223,14 @@ def deployment(resource: ServingResource, ctx: ServingContext) -> dict[str, Any]
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
     }
-    claims = [v.name for v in spec.volumes]
+    volumes = [pod_volume(v) for v in spec.volumes]
     registry = _registry_model(resource, ctx)
-    if registry is not None and registry.volume not in claims:
+    if registry is not None and registry.volume not in {v.name for v in spec.volumes}:
         # No claim object is compiled for it: the volume exists (a job wrote the model there) and its size and
         # class are that job's.
-        claims.append(registry.volume)
-    if claims:
-        pod_spec["volumes"] = [{"name": c, "persistentVolumeClaim": {"claimName": c}} for c in claims]
+        volumes.append({"name": registry.volume, "persistentVolumeClaim": {"claimName": registry.volume}})
+    if volumes:
+        pod_spec["volumes"] = volumes
     deploy_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(resource)},
         "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}, "type": "RollingUpdate"},
@@ -320,7 +322,7 @@ def ingress(resource: ServingResource) -> dict[str, Any]:
 def compile_serving(resource: ServingResource, ctx: ServingContext | None = None) -> list[dict[str, Any]]:
     ctx = ctx or default_scaling(resource)
     spec = resource.spec
-    objects = [volume_claim(resource, v) for v in sorted(spec.volumes, key=lambda v: v.name)]
+    objects = persistent_claims(resource, spec.volumes)
     objects += [deployment(resource, ctx), service(resource)]
     if ctx.autoscale:
         objects.append(horizontal_pod_autoscaler(resource))

@@ -34,7 +34,9 @@ from .common import (
     pod_security_context,
     selector_labels,
     user_env,
-    volume_claim,
+    persistent_claims,
+    pod_volume,
+    volume_mount,
 )
 
 RENDEZVOUS_PORT = 29500
@@ -152,7 +154,7 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
         "name": CONTAINER_NAME,
         "ports": [{"containerPort": RENDEZVOUS_PORT, "name": "rendezvous", "protocol": "TCP"}],
         "securityContext": container_security_context(),
-        "volumeMounts": [{"mountPath": v.mount_path, "name": v.name} for v in spec.volumes]
+        "volumeMounts": [volume_mount(v) for v in spec.volumes]
         + [{"mountPath": "/dev/shm", "name": SHM_VOLUME}],
     }
     if not container["args"]:
@@ -188,8 +190,7 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
                 "tolerations": [{"effect": "NoExecute", "key": key, "operator": "Exists",
                                  "tolerationSeconds": NODE_LOSS_TOLERATION_SECONDS}
                                 for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")],
-                "volumes": [{"name": v.name, "persistentVolumeClaim": {"claimName": v.name}}
-                            for v in spec.volumes]
+                "volumes": [pod_volume(v) for v in spec.volumes]
                 + [{"emptyDir": {"medium": "Memory"}, "name": SHM_VOLUME}],
             },
         },
@@ -206,5 +207,5 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
 
 def compile_trainingjob(job: TrainingJob, ctx: TrainingJobContext | None = None) -> list[dict[str, Any]]:
     ctx = ctx or TrainingJobContext()
-    claims = [volume_claim(job, v) for v in sorted(job.spec.volumes, key=lambda v: v.name)]
+    claims = persistent_claims(job, job.spec.volumes)
     return [*claims, headless_service(job), gang_network_policy(job), indexed_job(job, ctx)]

@@ -28,7 +28,9 @@ from .common import (
     pod_security_context,
     selector_labels,
     user_env,
-    volume_claim,
+    persistent_claims,
+    pod_volume,
+    volume_mount,
 )
 
 PORT_NAME = "http"
@@ -97,7 +99,7 @@ def _container(ws: Workspace) -> dict[str, Any]:
                            "initialDelaySeconds": 1, "periodSeconds": 2, "timeoutSeconds": 2},
         "securityContext": container_security_context(),
         "volumeMounts": [{"mountPath": HOME_MOUNT, "name": HOME_VOLUME}]
-        + [{"mountPath": v.mount_path, "name": v.name} for v in spec.volumes],
+        + [volume_mount(v) for v in spec.volumes],
         "workingDir": HOME_MOUNT,
     }
     amounts = spec.resources.as_dict()
@@ -122,7 +124,7 @@ def stateful_set(ws: Workspace, ctx: WorkspaceContext) -> dict[str, Any]:
     if LOCAL_WORKDIR_ANNOTATION in ws.metadata.annotations:
         pod_meta["annotations"] = {LOCAL_WORKDIR_ANNOTATION: ws.metadata.annotations[LOCAL_WORKDIR_ANNOTATION]}
     volumes = [{"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": ws.home_volume}}]
-    volumes += [{"name": v.name, "persistentVolumeClaim": {"claimName": v.name}} for v in ws.spec.volumes]
+    volumes += [pod_volume(v) for v in ws.spec.volumes]
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -173,7 +175,7 @@ def ingress(ws: Workspace) -> dict[str, Any]:
 
 def compile_workspace(ws: Workspace, ctx: WorkspaceContext | None = None) -> list[dict[str, Any]]:
     ctx = ctx or WorkspaceContext(running=not ws.spec.suspend)
-    objects = [home_claim(ws)] + [volume_claim(ws, v) for v in sorted(ws.spec.volumes, key=lambda v: v.name)]
+    objects = [home_claim(ws)] + persistent_claims(ws, ws.spec.volumes)
     objects += [stateful_set(ws, ctx), service(ws),
                 # The operator asks the IDE itself whether it is in use (kernels, editor heartbeat).
                 gateway_only_network_policy(ws, PORT_NAME, from_ingress=ws.spec.ingress is not None,

@@ -63,7 +63,7 @@ class Manager:
         kind = event.object["kind"]
         meta = event.object["metadata"]
         if kind in self._controllers:
-            self.queue.add(ObjectKey(kind, meta["namespace"], meta["name"]))
+            self.queue.add(ObjectKey(kind, meta.get("namespace", ""), meta["name"]))
         # A resource made by another's controller (a Sweep's trial TrainingJobs) wakes its owner too, as
         # Kubernetes controllers watch the objects they own.
         for owner in meta.get("ownerReferences") or []:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .endpoint import Endpoint, EndpointSpec
     from .documents import Document, ManifestError, parse_yaml
     from .manifest import load_resources, validate_document
+    from .project import Project, ProjectSpec, ProjectStatus
     from .registry import KINDS, kind_class, resolve_kind
     from .secret import Secret, SecretSpec, SecretStatus
     from .serving import ServingResource, ServingSpec, ServingStatus
@@ -30,6 +31,7 @@ _WHERE = {
     "endpoint": ("Endpoint", "EndpointSpec"),
     "documents": ("Document", "ManifestError", "parse_yaml"),
     "manifest": ("load_resources", "validate_document"),
+    "project": ("Project", "ProjectSpec", "ProjectStatus"),
     "registry": ("KINDS", "kind_class", "resolve_kind"),
     "secret": ("Secret", "SecretSpec", "SecretStatus"),
     "serving": ("ServingResource", "ServingSpec", "ServingStatus"),

@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from .names import API_GROUP, API_VERSION  # noqa: F401 - defined where importing them costs nothing
@@ -108,7 +108,8 @@ class ObjectMeta(Model):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, v: str) -> str:
-        return check_dns1123_label(v, "namespace (project)")
+        # "" is a cluster-scoped object's (a Project's); namespaced kinds refuse it in Resource._scope.
+        return v if v == "" else check_dns1123_label(v, "namespace (project)")
 
     @field_validator("labels")
     @classmethod
@@ -173,10 +174,27 @@ class Resource(Model):
     SPEC_IMMUTABLE: ClassVar[bool] = False
     # Kept as a custom resource on a cluster (a CRD of the chart); False for kinds a cluster keeps natively.
     CUSTOM_RESOURCE: ClassVar[bool] = True
+    # Cluster-scoped kinds (Project) have no namespace: stored and served with namespace "".
+    CLUSTER_SCOPED: ClassVar[bool] = False
 
     api_version: Literal["shipyard.dev/v1alpha1"] = API_VERSION
     kind: str
     metadata: ObjectMeta
+
+    @model_validator(mode="after")
+    def _scope(self) -> "Resource":
+        if self.CLUSTER_SCOPED:
+            # As kubectl does for a cluster-scoped object, a namespace in its manifest is ignored.
+            self.metadata.namespace = ""
+        elif not self.metadata.namespace:
+            raise FieldError("metadata.namespace", "must name a project (it may not be empty)")
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = super().to_wire()
+        if self.CLUSTER_SCOPED:  # as the Kubernetes API writes a cluster-scoped object: no namespace at all
+            wire["metadata"].pop("namespace", None)
+        return wire
 
     @property
     def key(self) -> tuple[str, str, str]:

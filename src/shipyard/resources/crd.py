@@ -148,6 +148,14 @@ _COLUMNS: dict[str, list[dict[str, Any]]] = {
         _column("Stopped", "integer", ".status.trialsStopped", "Trials stopped early", 1),
         _column("Model", "string", ".status.registeredModel.name", "Registered model of the best trial", 1),
     ],
+    # Cluster-scoped: `kubectl get projects` lists every project (the namespaces workloads live in).
+    "Project": [
+        _PHASE,
+        _column("Display Name", "string", ".spec.displayName", "The project's name for people"),
+        _AGE,
+        _column("Priority Class", "string", ".spec.defaults.priorityClass",
+                "What workloads that name no priority class get", 1),
+    ],
 }
 
 
@@ -304,7 +312,8 @@ def crd_for(cls: type[Resource]) -> dict[str, Any]:
         "metadata": {"name": f"{cls.PLURAL}.{API_GROUP}"},
         "spec": {
             "group": API_GROUP,
-            "scope": "Namespaced",
+            # A Project is the namespace others live in, so it is cluster-scoped (as a Namespace is).
+            "scope": "Cluster" if cls.CLUSTER_SCOPED else "Namespaced",
             "names": {
                 "kind": cls.KIND,
                 "listKind": f"{cls.KIND}List",

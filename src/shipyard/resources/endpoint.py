@@ -80,10 +80,14 @@ class EndpointSpec(ServingSpec):
             return self
         if not self.model.startswith("/") or ".." in self.model.split("/"):
             raise ValueError(f"model: {self.model!r} must be an absolute path (no '..') inside a volume's mountPath")
-        if self.volume_for(self.model) is None:
+        holder = self.volume_for(self.model)
+        if holder is None:
             mounts = ", ".join(v.mount_path for v in self.volumes) or "none"
             raise ValueError(f"model: {self.model!r} is not inside any volume's mountPath (mounted: {mounts}); "
                              "add the volume that holds the model")
+        if not holder.persistent:
+            raise ValueError(f"model: {self.model!r} is inside secret volume {holder.name!r}; models live in a "
+                             "persistent volume")
         return self
 
 

@@ -17,6 +17,7 @@ class KindName(NamedTuple):
     KIND: str
     PLURAL: str
     SHORT_NAMES: tuple[str, ...]
+    CLUSTER_SCOPED: bool = False
 
 
 # In the order `get all` prints them (jobs, then what serves, then what explores, then IDEs).
@@ -26,8 +27,10 @@ KIND_NAMES: tuple[KindName, ...] = (
     KindName("App", "apps", ("app",)),
     KindName("Sweep", "sweeps", ("sw", "sweep")),
     KindName("Workspace", "workspaces", ("ws",)),
-    # Last, and left out of `get all` (as kubectl leaves Secrets out of its `get all`).
+    # Left out of `get all` (as kubectl leaves Secrets and Namespaces out of its `get all`).
     KindName("Secret", "secrets", ("secret",)),
+    # Cluster-scoped: served at /apis/GROUP/VERSION/projects/NAME, whatever project a command names.
+    KindName("Project", "projects", ("project", "proj"), CLUSTER_SCOPED=True),
 )
 
 

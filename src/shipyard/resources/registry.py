@@ -5,13 +5,14 @@ from __future__ import annotations
 from .app import App
 from .base import Resource
 from .endpoint import Endpoint
+from .project import Project
 from .secret import Secret
 from .sweep import Sweep
 from .trainingjob import TrainingJob
 from .workspace import Workspace
 
 KINDS: dict[str, type[Resource]] = {
-    cls.KIND: cls for cls in (TrainingJob, Endpoint, App, Sweep, Workspace, Secret)}
+    cls.KIND: cls for cls in (TrainingJob, Endpoint, App, Sweep, Workspace, Secret, Project)}
 
 
 def kind_class(kind: str) -> type[Resource]:

@@ -144,7 +144,7 @@ class SweepSpec(Model):
     def _check_register(self, names: list[str]) -> None:
         if self.registration is None:
             return
-        volumes = [v.name for v in self.trial.volumes]
+        volumes = [v.name for v in self.trial.volumes if v.persistent]  # a secret volume holds no model
         if self.registration.volume not in volumes:
             raise FieldError("register.volume", f"{self.registration.volume!r} is not among trial.volumes "
                                                 f"({', '.join(volumes) or 'none'})")

@@ -7,11 +7,11 @@ matter to users (maxRestarts=3, backoff) live here so that `get -o yaml` shows t
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from .base import Model, Resource, Status, check_dns1123_label
+from .base import FieldError, Model, Resource, Status, check_dns1123_label
 from .quantity import parse_quantity
 from .secret import check_secret_key
 
@@ -22,16 +22,15 @@ RESOURCE_NAMES = ("cpu", "memory", GPU_RESOURCE)
 WORKLOADS_IMAGE = "ghcr.io/shipyard-dev/shipyard-workloads:0.1.0"
 
 
+# The name of a Shipyard Secret of the same project (its native Secret has the same name).
+SecretName = Annotated[str, AfterValidator(lambda v: check_dns1123_label(v, "secret name"))]
+
+
 class SecretKeySelector(Model):
     """A key of a Shipyard Secret of the same project (its native Secret has the same name)."""
 
-    name: str
+    name: SecretName
     key: str
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_dns1123_label(v, "secret name")
 
     @field_validator("key")
     @classmethod
@@ -91,17 +90,78 @@ class ResourceRequirements(Model):
         return out
 
 
+# A secret volume's files: readable by the pod's user only, as Kubernetes' own default (0644) is not.
+DEFAULT_SECRET_MODE = 0o400
+
+
+def _check_mode(v: int | None) -> int | None:
+    if v is not None and not 0 <= v <= 0o777:
+        raise ValueError(f"mode {v} must be a file mode between 0 and 0777 (511); write 0400 or 256")
+    return v
+
+
+class KeyToPath(Model):
+    """One key of the Secret as a file at `path` (relative to the mountPath), optionally with its own mode."""
+
+    key: str
+    path: str
+    mode: int | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return check_secret_key(v)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        parts = v.split("/")
+        if not v or v.startswith("/") or len(v) > 4096 or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"path {v[:80]!r} must be a relative file path without '.', '..' or empty segments")
+        return v
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: int | None) -> int | None:
+        return _check_mode(v)
+
+
+class SecretVolumeSource(Model):
+    """A Secret of the same project as read-only files: every key a file named after it, or only `items`."""
+
+    secret_name: SecretName
+    items: list[KeyToPath] = Field(default_factory=list)
+    default_mode: int = DEFAULT_SECRET_MODE
+
+    @field_validator("default_mode")
+    @classmethod
+    def _mode(cls, v: int) -> int:
+        _check_mode(v)
+        return v
+
+    @model_validator(mode="after")
+    def _unique_paths(self) -> "SecretVolumeSource":
+        paths = [item.path for item in self.items]
+        if len(paths) != len(set(paths)):
+            raise FieldError("items", "each path may appear once")
+        return self
+
+
 class Volume(Model):
-    """A named persistent volume of the project. Jobs and workspaces that name the same volume share it,
-    and it outlives them: deleting a job never deletes its data."""
+    """A named persistent volume of the project (jobs and workspaces that name the same volume share it, and
+    it outlives them: deleting a job never deletes its data), or, with `secret`, a Secret's keys as read-only
+    files (no claim: nothing is stored)."""
 
     name: str
     mount_path: str
-    size: str = "10Gi"
+    # size and accessMode are a persistent volume's: None until validated, then their defaults ("10Gi",
+    # ReadWriteMany) unless the volume is a secret one, which has neither.
+    size: str | None = None
     # ReadWriteMany lets replicas on different nodes (and later workspaces) share the data; single-node
     # clusters such as kind with local-path storage only offer ReadWriteOnce.
-    access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = "ReadWriteMany"
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] | None = None
     storage_class_name: str | None = None
+    secret: SecretVolumeSource | None = None
 
     @field_validator("name")
     @classmethod
@@ -117,10 +177,31 @@ class Volume(Model):
 
     @field_validator("size")
     @classmethod
-    def _size(cls, v: str) -> str:
-        if parse_quantity(v) <= 0:
+    def _size(cls, v: str | None) -> str | None:
+        if v is not None and parse_quantity(v) <= 0:
             raise ValueError("size must be positive")
-        return str(v)
+        return v if v is None else str(v)
+
+    @model_validator(mode="after")
+    def _source(self) -> "Volume":
+        if self.secret is not None:
+            storage = [alias for alias, value in (("size", self.size), ("accessMode", self.access_mode),
+                                                  ("storageClassName", self.storage_class_name))
+                       if value is not None]
+            if storage:
+                raise FieldError("secret", f"set either secret or {', '.join(storage)} (a persistent volume's "
+                                 "storage), not both")
+            return self
+        if self.size is None:
+            self.size = "10Gi"
+        if self.access_mode is None:
+            self.access_mode = "ReadWriteMany"
+        return self
+
+    @property
+    def persistent(self) -> bool:
+        """Whether a PersistentVolumeClaim backs it (else it is a secret volume)."""
+        return self.secret is None
 
 
 def check_unique(volumes: list[Volume], env: list[EnvVar]) -> None:

@@ -28,7 +28,7 @@ class FakeRuntime:
 
     def apply(self, obj: NativeObject) -> NativeObject:
         self.applied.append(copy.deepcopy(obj))
-        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        key = (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         current = self.objects.get(key)
         stored = copy.deepcopy(obj)
         stored["status"] = current.get("status", {}) if current else {}

@@ -64,7 +64,8 @@ def owner_of(obj: dict[str, Any]) -> OwnerKey | None:
     labels = meta.get("labels") or {}
     kind = _KIND_BY_LOWER.get(labels.get(KIND_LABEL, ""))
     if kind and labels.get(NAME_LABEL):
-        return OwnerKey(kind, namespace, labels[NAME_LABEL])
+        # A cluster-scoped owner (a Project, owning its namespace's policies) is keyed without a namespace.
+        return OwnerKey(kind, "" if KINDS[kind].CLUSTER_SCOPED else namespace, labels[NAME_LABEL])
     return None
 
 

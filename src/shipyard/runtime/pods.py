@@ -52,3 +52,11 @@ def secret_value(secret: dict[str, Any], key: str) -> str | None:
         return str(secret["stringData"][key])
     raw = (secret.get("data") or {}).get(key)
     return base64.b64decode(raw).decode() if raw else None
+
+
+def secret_bytes(secret: dict[str, Any], key: str) -> bytes | None:
+    """A key of a Secret as bytes (what a secret volume's file holds), from `stringData` or base64 `data`."""
+    if key in (secret.get("stringData") or {}):
+        return str(secret["stringData"][key]).encode()
+    raw = (secret.get("data") or {}).get(key)
+    return base64.b64decode(raw) if raw is not None else None

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 import threading
@@ -30,6 +29,8 @@ from typing import Callable, Literal
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
+
+from shipyard.secretfile import load_or_create
 
 from .protocol import Conflict, NotFound
 
@@ -202,32 +203,10 @@ def _read_key(path: Path) -> bytes:
 
 
 def load_or_create_key(path: Path | str) -> bytes:
-    """Return the token HMAC key stored at `path`, creating 32 random bytes (mode 0600) on first use.
-
-    Written to a private temporary file, fsynced, then hard-linked into place (as the admin token is), so a
-    concurrent reader sees no file or a complete one, and two racing creators agree on a single key.
-    """
-    path = Path(path)
-    try:
-        return _read_key(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(KEY_BYTES)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return _read_key(path)  # another process won the race: its key is the one
-    finally:
-        tmp.unlink(missing_ok=True)
-    return key
+    """Return the token HMAC key stored at `path`, creating 32 random bytes (mode 0600) on first use; a
+    concurrent reader sees no file or a complete one, and two racing creators agree on a single key
+    (secretfile.py, as the admin token is)."""
+    return load_or_create(path, lambda: secrets.token_bytes(KEY_BYTES), _read_key)
 
 
 class SQLiteIdentities:

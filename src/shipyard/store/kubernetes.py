@@ -51,7 +51,7 @@ NATIVE_ONLY = ("on a cluster a Secret is a native Secret: create it with `kubect
 
 def register_kinds(api: KubeApi) -> None:
     for cls in (KINDS[kind] for kind in CR_KINDS):
-        api.register(ResourceType(API_VERSION, cls.KIND, cls.PLURAL))
+        api.register(ResourceType(API_VERSION, cls.KIND, cls.PLURAL, namespaced=not cls.CLUSTER_SCOPED))
 
 
 def merge_diff(old: Any, new: Any) -> Any:
@@ -110,9 +110,8 @@ class KubernetesStore:
              selector: Selector | None = None) -> list[Resource]:
         out: list[Resource] = []
         # With watched namespaces the operator may have no right to list cluster-wide: ask each namespace.
-        scopes = [namespace] if namespace else self._namespaces
         kinds = [k for k in ([kind] if kind else CR_KINDS) if k in CR_KINDS]
-        for k, ns in [(k, ns) for k in kinds for ns in scopes]:
+        for k, ns in [(k, ns) for k in kinds for ns in self._scopes(k, namespace)]:
             for obj in self._call(self._api.list, k, ns, None, None, selector):
                 try:
                     out.append(self._load(obj))
@@ -125,7 +124,7 @@ class KubernetesStore:
                   selector: Selector | None = None) -> ListPage:
         """A page of the cluster's own list: `limit` and the cluster's continue token pass through (wrapped
         with this store's version, which is what watches here resume from)."""
-        scopes = [namespace] if namespace else self._namespaces
+        scopes = self._scopes(kind, namespace)
         if name is not None or len(scopes) > 1 or kind not in CR_KINDS:
             # One object, or several namespaces asked one by one: no single cluster list to page.
             return paging.page_resources(self.list(kind, namespace, selector), kind, namespace, name, limit,
@@ -210,12 +209,18 @@ class KubernetesStore:
             current.metadata.deletion_timestamp = utcnow()
         return current
 
+    def _scopes(self, kind: str | None, namespace: str | None) -> list[str | None]:
+        """Where to ask: a cluster-scoped kind once, cluster-wide (a watched-namespaces list does not apply)."""
+        if kind is not None and kind in CR_KINDS and KINDS[kind].CLUSTER_SCOPED:
+            return [None]
+        return [namespace] if namespace else list(self._namespaces)
+
     # --- watch ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Watch every kind in every watched namespace; each change becomes a WatchEvent for subscribers."""
         for kind in CR_KINDS:
-            for ns in self._namespaces:
+            for ns in self._scopes(kind, None):
                 thread = threading.Thread(target=self._watch, args=(kind, ns), name=f"watch-{kind}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
@@ -263,7 +268,8 @@ class KubernetesStore:
         """A core/v1 Event on the object, as `kubectl describe` shows; a repeat of the latest bumps its count."""
         uid = resource.metadata.uid or ""
         now = utcnow().isoformat().replace("+00:00", "Z")
-        ns = resource.metadata.namespace
+        # Kubernetes keeps a cluster-scoped object's events in namespace default, as kubectl describe looks.
+        ns = resource.metadata.namespace or "default"
         last = self._last_event.get(uid)
         try:
             if last and last[1:3] == (reason, message):
@@ -275,7 +281,7 @@ class KubernetesStore:
                 "apiVersion": "v1", "kind": "Event",
                 "metadata": {"name": name, "namespace": ns},
                 "involvedObject": {"apiVersion": API_VERSION, "kind": resource.kind, "name": resource.metadata.name,
-                                   "namespace": ns, "uid": uid},
+                                   "namespace": resource.metadata.namespace, "uid": uid},
                 "type": type_, "reason": reason, "message": message, "count": 1,
                 "firstTimestamp": now, "lastTimestamp": now,
                 "source": {"component": "shipyard-operator"}, "reportingComponent": "shipyard.dev/operator",
@@ -289,7 +295,7 @@ class KubernetesStore:
         current = self.get(kind, namespace, name)
         if current is None:
             return []
-        raw = self._call(self._api.list, "Event", namespace, None, {"involvedObject.name": name})
+        raw = self._call(self._api.list, "Event", namespace or "default", None, {"involvedObject.name": name})
         out = []
         for e in raw:
             if (e.get("involvedObject") or {}).get("uid") != current.metadata.uid:
@@ -332,7 +338,7 @@ class KubernetesStore:
                      "lastTransitionTime": now}
         others = [c for c in status.get("conditions") or [] if c.get("type") != "Valid"]
         try:
-            self._api.merge_patch(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"],
+            self._api.merge_patch(obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"],
                                   {"status": {"phase": "Failed", "conditions": others + [condition]}}, status=True)
         except KubeError as exc:
             log.warning("could not report an invalid %s: %s", obj["kind"], exc)

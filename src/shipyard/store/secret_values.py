@@ -7,7 +7,7 @@ the ciphertext's associated data, so a sealed row copied onto another object doe
 
 Why AES-GCM with a key file: authenticated encryption from `cryptography` (already a dependency), and a key
 that never enters the database, so a copied `shipyard.db` (a backup, a bug report) holds no credential. The
-key file (`secret.key`, 32 random bytes, mode 0600, created atomically by `load_or_create_key`) is what must
+key file (`secret.key`, 32 random bytes, mode 0600, created atomically by `secretfile.load_or_create`) is what must
 be protected, as the admin token is; losing it makes stored Secrets unreadable (apply them again).
 """
 
@@ -21,9 +21,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Column, LargeBinary, MetaData, String, Table
 
-from .identities import load_or_create_key
+from shipyard.secretfile import load_or_create
 
 KEY_FILE = "secret.key"
+_KEY_BYTES = 32  # AES-256
 _NONCE_BYTES = 12
 _VERSION = b"\x01"  # a format byte, so the scheme can change without guessing what an old row is
 
@@ -39,6 +40,15 @@ def define_table(metadata: MetaData) -> Table:
                  Column("sealed", LargeBinary, nullable=False))
 
 
+def _read_key(path: Path) -> bytes:
+    key = path.read_bytes()
+    if len(key) != _KEY_BYTES:
+        # Refuse rather than guess (AES-256 takes 32 bytes); the message names the file, never its bytes.
+        raise ValueError(f"{path} holds {len(key)} bytes, expected {_KEY_BYTES}; replacing it makes every "
+                         "stored Secret unreadable (apply them again)")
+    return key
+
+
 class SecretCipher:
     def __init__(self, key: bytes):
         self._aead = AESGCM(key)
@@ -48,7 +58,7 @@ class SecretCipher:
         """The cipher of the database at `database` (":memory:": a key of this process only)."""
         if str(database) == ":memory:":
             return cls(AESGCM.generate_key(bit_length=256))
-        return cls(load_or_create_key(Path(database).with_name(KEY_FILE)))
+        return cls(load_or_create(Path(database).with_name(KEY_FILE), lambda: os.urandom(_KEY_BYTES), _read_key))
 
     def seal(self, uid: str, values: dict[str, str]) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)

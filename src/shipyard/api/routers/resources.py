@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
 import anyio
@@ -64,9 +65,9 @@ def _stream_limiter(request: Request) -> anyio.CapacityLimiter:
     return limiter
 
 
-def _kind(plural: str) -> type[Resource]:
+def _kind(plural: str, namespaced: bool = True) -> type[Resource]:
     for cls in KINDS.values():
-        if cls.PLURAL == plural:
+        if cls.PLURAL == plural and not (namespaced and cls.CLUSTER_SCOPED):
             return cls
     known = ", ".join(sorted(cls.PLURAL for cls in KINDS.values()))
     raise HTTPException(404, f"unknown resource type {plural!r} (known: {known})")
@@ -90,7 +91,7 @@ def _field_selector(selector: str | None) -> dict[str, str]:
     return wanted
 
 
-def _label_selector(text: str | None) -> Selector:
+def parse_label_query(text: str | None) -> Selector:
     try:
         return parse_selector(text)
     except ValueError as exc:
@@ -176,6 +177,15 @@ def _authorize_apply(request: Request, resources: list[Resource], dry_run: bool)
     write (a refusal leaves nothing half-applied)."""
     seen: set[tuple[str, str]] = set()
     for res in resources:
+        if type(res).CLUSTER_SCOPED:
+            # A Project: creating one is cluster-wide, changing one is a right in its own namespace (its
+            # admin's), as routers/projects.py explains.
+            name = res.metadata.name
+            if _store(request).get(*res.key) is None:
+                check(request, "create", type(res).PLURAL, name=name)
+            else:
+                check(request, "update", type(res).PLURAL, namespace=name, name=name)
+            continue
         key = (type(res).PLURAL, res.metadata.namespace)
         if key in seen:
             continue
@@ -283,58 +293,64 @@ def _list_response(cls: type[Resource], page: ListPage) -> Response:
     return Response(head[:-1] + ',"items":[' + ",".join(page.items) + "]}", media_type="application/json")
 
 
-async def _list(request: Request, cls: type[Resource], namespace: str | None, watch: bool,
-                resource_version: str | None, field_selector: str | None,
-                timeout_seconds: int | None, limit: int | None = None,
-                continue_token: str | None = None, label_selector: str | None = None) -> Response:
+@dataclass(frozen=True)
+class ListQuery:
+    """A list's query parameters, as Kubernetes names them (one declaration for every list route)."""
+
+    watch: bool
+    resource_version: str | None
+    field_selector: str | None
+    label_selector: str | None
+    timeout_seconds: int | None
+    limit: int | None
+    continue_token: str | None
+
+
+def list_query(watch: bool = False,
+               resource_version: str | None = Query(None, alias="resourceVersion"),
+               field_selector: str | None = Query(None, alias="fieldSelector"),
+               label_selector: str | None = Query(None, alias="labelSelector", max_length=4096),
+               timeout_seconds: int | None = Query(None, alias="timeoutSeconds", ge=0, le=86400),
+               limit: int | None = Query(None, ge=0),
+               continue_token: str | None = Query(None, alias="continue", max_length=4096)) -> ListQuery:
+    return ListQuery(watch, resource_version, field_selector, label_selector, timeout_seconds, limit,
+                     continue_token)
+
+
+async def list_kind(request: Request, cls: type[Resource], namespace: str | None, q: ListQuery) -> Response:
     store = _store(request)
-    fields = _field_selector(field_selector)
-    labels = _label_selector(label_selector)
+    fields = _field_selector(q.field_selector)
+    labels = parse_label_query(q.label_selector)
     # A watch sends only changes of matching objects (an object that stops matching is not announced).
     match = _matcher(cls.KIND, namespace, fields, labels)
-    if not watch:
+    if not q.watch:
         scope = fields.get("metadata.namespace", namespace)
-        page = await run_in_threadpool(_page, store, cls.KIND, scope, fields.get("metadata.name"), limit,
-                                       continue_token, labels)
+        page = await run_in_threadpool(_page, store, cls.KIND, scope, fields.get("metadata.name"), q.limit,
+                                       q.continue_token, labels)
         return _list_response(cls, page)
-    if resource_version is None or resource_version == "":
+    if q.resource_version is None or q.resource_version == "":
         since = store.current_version()
-    elif resource_version.isdigit():
-        since = int(resource_version)
+    elif q.resource_version.isdigit():
+        since = int(q.resource_version)
     else:
-        raise HTTPException(400, f"resourceVersion {resource_version!r} is not a number")
+        raise HTTPException(400, f"resourceVersion {q.resource_version!r} is not a number")
     limiter = _stream_limiter(request)
     # Asking with no wait surfaces Gone as a plain 410 before the stream (and its 200) starts.
     first = await anyio.to_thread.run_sync(store.watch, since, 0.0, limiter=limiter)
-    seconds = DEFAULT_WATCH_SECONDS if timeout_seconds is None else timeout_seconds
+    seconds = DEFAULT_WATCH_SECONDS if q.timeout_seconds is None else q.timeout_seconds
     stream = _watch_stream(store, first, since, match, seconds, request.app.state.bookmark_seconds, limiter)
     return StreamingResponse(stream, media_type="application/x-ndjson")
 
 
 @router.get(PREFIX + "/{plural}", response_model=None, dependencies=[Depends(allow("list", cluster_scoped=True))])
-async def list_all(request: Request, plural: str, watch: bool = False,
-                   resource_version: str | None = Query(None, alias="resourceVersion"),
-                   field_selector: str | None = Query(None, alias="fieldSelector"),
-                   label_selector: str | None = Query(None, alias="labelSelector", max_length=4096),
-                   timeout_seconds: int | None = Query(None, alias="timeoutSeconds", ge=0, le=86400),
-                   limit: int | None = Query(None, ge=0),
-                   continue_token: str | None = Query(None, alias="continue", max_length=4096),
-                   ) -> Response:
-    return await _list(request, _kind(plural), None, watch, resource_version, field_selector, timeout_seconds,
-                       limit, continue_token, label_selector)
+async def list_all(request: Request, plural: str, q: ListQuery = Depends(list_query)) -> Response:
+    return await list_kind(request, _kind(plural, namespaced=False), None, q)
 
 
 @router.get(NAMESPACED, response_model=None, dependencies=[Depends(allow("list"))])
-async def list_namespaced(request: Request, namespace: str, plural: str, watch: bool = False,
-                          resource_version: str | None = Query(None, alias="resourceVersion"),
-                          field_selector: str | None = Query(None, alias="fieldSelector"),
-                          label_selector: str | None = Query(None, alias="labelSelector", max_length=4096),
-                          timeout_seconds: int | None = Query(None, alias="timeoutSeconds", ge=0, le=86400),
-                          limit: int | None = Query(None, ge=0),
-                          continue_token: str | None = Query(None, alias="continue", max_length=4096),
-                          ) -> Response:
-    return await _list(request, _kind(plural), namespace, watch, resource_version, field_selector,
-                       timeout_seconds, limit, continue_token, label_selector)
+async def list_namespaced(request: Request, namespace: str, plural: str,
+                          q: ListQuery = Depends(list_query)) -> Response:
+    return await list_kind(request, _kind(plural), namespace, q)
 
 
 # --- one object -----------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ MANAGED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisrupt
 ACTIVE_RESYNC = 1.0  # idle detection and the traffic figures in status are this fresh
 SETTLING_RESYNC = 0.25  # while replicas start or stop
 METRICS_WRITE_SECONDS = 2.0  # traffic figures change on every request: write them at most this often
+KEY_CREATOR = "system:shipyard:serving-controller"  # `createdBy` of the keys it makes (`shipyard apikey list`)
 
 
 class ServingController:
@@ -208,7 +209,7 @@ class ServingController:
             return current
         self._revoke_key(ns, key_name)
         token = new_api_key()
-        self._keys.add_api_key(ns, key_name, hash_token(token), token[:HINT_CHARS])
+        self._keys.add_api_key(ns, key_name, hash_token(token), token[:HINT_CHARS], created_by=KEY_CREATOR)
         secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                   "metadata": object_meta(resource, secret_name), "stringData": {GATEWAY_KEY_SECRET_KEY: token}}
         self._runtime.apply(secret)

@@ -24,6 +24,7 @@ from .jobs import TERMINAL
 from .lifecycle import Backoff, grace_seconds, kill_after_sigterm, prestop_seconds, should_restart
 from .network import LOOPBACK, PodAddress, _qualified, free_port, resolve_env
 from .probes import Prober, Timing, readiness_check
+from .secretvolumes import SecretVolumes
 from .state import ObjectFiles
 from .volumes import mount_map
 
@@ -49,8 +50,11 @@ class Kubelet:
     def __init__(self, objects: ObjectFiles, root: Path, volumes: Path, logs: Path,
                  clock: Callable[[], datetime], backoff: Backoff, gpus: bool, wake: Callable[[], None],
                  service_urls: dict[str, str] | None = None,
-                 log_limits: tuple[int, int] = (podlog.DEFAULT_MAX_BYTES, podlog.DEFAULT_MAX_FILES)):
+                 log_limits: tuple[int, int] = (podlog.DEFAULT_MAX_BYTES, podlog.DEFAULT_MAX_FILES),
+                 secret_volumes: SecretVolumes | None = None):
         self._objects = objects
+        # Secret volumes' files: on a tmpfs outside SHIPYARD_HOME, only while the container runs.
+        self.secret_volumes = secret_volumes or SecretVolumes(root)
         self._service_urls = dict(service_urls or {})
         self._root = root
         self._volumes = volumes
@@ -127,6 +131,7 @@ class Kubelet:
         if meta.get("deletionTimestamp") and (status["phase"] in TERMINAL or status["phase"] == "Pending"):
             self._objects.remove("Pod", meta["namespace"], meta["name"])
             shutil.rmtree(self.pod_dir(pod), ignore_errors=True)
+            self.secret_volumes.remove(meta["uid"])
             # Its owners existed until now; the grace period below counts from here even when its Job went in
             # the same tick (collect_logs would otherwise never have seen them alive).
             recorded = podlog.read_meta(self.log_path(meta["namespace"], meta["name"])) or {}
@@ -226,6 +231,7 @@ class Kubelet:
 
     def _finish_pod(self, pod: dict[str, Any], terminated: dict[str, Any]) -> None:
         status = pod["status"]
+        self.secret_volumes.remove(pod["metadata"]["uid"])  # the container is gone: so are its secret files
         code = int(terminated.get("exitCode", 137))
         disrupted = pod["metadata"].get("annotations", {}).get(DISRUPTED_ANNOTATION)
         status["phase"] = "Succeeded" if code == 0 and not disrupted else "Failed"
@@ -257,6 +263,7 @@ class Kubelet:
                          message: str | None = None) -> None:
         """The container stopped (or could not start) and will be restarted in place after a back-off."""
         status = pod["status"]
+        self.secret_volumes.remove(pod["metadata"]["uid"])  # written afresh at the restart
         current = _container_status(pod)
         now = self._clock()
         started = current.get("state", {}).get("running", {}).get("startedAt")
@@ -317,9 +324,10 @@ class Kubelet:
         container = pod["spec"]["containers"][0]
         pod_dir = self.pod_dir(pod)
         me = _address(pod)
-        mounts = mount_map(pod, container, self._volumes, pod_dir)
         secrets = {o["metadata"]["name"]: o for o in self._objects.all("Secret")
                    if o["metadata"]["namespace"] == meta["namespace"]}
+        mounts = mount_map(pod, container, self._volumes, pod_dir, source=lambda volume: (
+            self.secret_volumes.place(pod, volume, secrets) if "secret" in volume else None))
         env = resolve_env(pod, container, me, *self._network(pod), secrets=secrets)
         process = container_process(pod, container, env, mounts, self._service_urls, me.host_ports,
                                     str(self._root.parent))

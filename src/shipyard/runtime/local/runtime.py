@@ -36,6 +36,7 @@ from .hpa import HpaMemory, sync_hpa
 from .jobs import COMPLETION_INDEX, TERMINAL, job_finished, sync_job
 from .kubelet import DISRUPTED_ANNOTATION, Kubelet
 from .lifecycle import Backoff
+from .secretvolumes import SecretVolumes
 from .state import ObjectFiles
 from .statefulsets import POD_NAME_LABEL, REVISION_LABEL, sync_statefulset
 from .volumes import claim_dir
@@ -43,10 +44,11 @@ from .volumes import claim_dir
 log = logging.getLogger(__name__)
 
 NATIVE_KINDS = {"Job", "Service", "PersistentVolumeClaim", "Pod", "Deployment", "StatefulSet",
-                "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "Secret"}
+                "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "Secret",
+                "LimitRange"}
 # Deleted at once: nothing of theirs has to stop first.
 _REMOVED_AT_ONCE = {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress",
-                    "Secret"}
+                    "Secret", "LimitRange"}
 TICK_SECONDS = 0.1
 IDLE_TICK_SECONDS = 1.0  # no pod running, nothing to finish: only time-free waits, which events end
 FULL_SYNC_SECONDS = 60.0
@@ -80,11 +82,15 @@ def _state_of(obj: dict[str, Any]) -> str | None:
 
 
 class LocalRuntime:
+    # No Namespace objects: a project's directories are made when its first object needs them.
+    IMPLICIT_NAMESPACES = True
+
     def __init__(self, root: Path, volumes: Path, logs: Path, capacity: Capacity | None = None,
                  clock: Callable[[], datetime] = _now, metrics: PodMetrics | None = None,
                  hpa_sync_seconds: float = HPA_SYNC_SECONDS, restart_backoff: Backoff | None = None,
                  service_urls: dict[str, str] | None = None,
-                 log_limits: tuple[int, int] = (podlog.DEFAULT_MAX_BYTES, podlog.DEFAULT_MAX_FILES)):
+                 log_limits: tuple[int, int] = (podlog.DEFAULT_MAX_BYTES, podlog.DEFAULT_MAX_FILES),
+                 secret_volumes: Path | None = None):
         self._root = root
         self._volumes = volumes
         self._objects = ObjectFiles(root / "objects", _state_of)
@@ -107,7 +113,8 @@ class LocalRuntime:
         self._hpa_memory: dict[str, HpaMemory] = {}
         self._hpa_synced: dict[str, datetime] = {}
         self._kubelet = Kubelet(self._objects, root, volumes, logs, clock, restart_backoff or Backoff(),
-                                bool(self._capacity.gpus), self._wake.set, service_urls, log_limits)
+                                bool(self._capacity.gpus), self._wake.set, service_urls, log_limits,
+                                SecretVolumes(root, secret_volumes))
 
     # --- Runtime protocol ----------------------------------------------------------------------------
 
@@ -231,6 +238,9 @@ class LocalRuntime:
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        with self._lock:  # secret files of pods that stopped while no daemon ran (secretvolumes.py)
+            self._kubelet.secret_volumes.remove_stale(
+                {p["metadata"]["uid"] for p in self._objects.all("Pod") if p["status"].get("phase") not in TERMINAL})
         self._thread = threading.Thread(target=self._run, name="local-runtime", daemon=True)
         self._thread.start()
 

@@ -3,7 +3,8 @@
 No bind mounts (they need privileges most users do not have), so the mount path is substituted instead:
 wherever a container's command, args, env values or workingDir mention a volume's mountPath as a path
 (`/ckpt` or `/ckpt/run1`, also inside `--dir=/ckpt/x`), the runtime writes the volume's directory in its
-place, and exports SHIPYARD_VOLUME_<NAME> too. A path a program builds from a constant inside its own code
+place, and exports SHIPYARD_VOLUME_<NAME> too. A secret volume is a directory of files on a tmpfs outside
+SHIPYARD_HOME (secretvolumes.py), which the kubelet hands mount_map as a `source`. A path a program builds from a constant inside its own code
 is not seen: pass volume paths by flag or env, which is the contract (docs/contracts.md).
 
 The cluster node agent substitutes the same way, but finds a claim's directory through its bound
@@ -45,7 +46,8 @@ def mount_map(pod: dict[str, Any], container: dict[str, Any], volumes_root: Path
                 continue  # the machine's own shared memory serves the same purpose
             path = pod_dir / "emptydir" / mount["name"]
         else:
-            raise ValueError(f"volume {mount['name']}: only persistentVolumeClaim and emptyDir are supported locally")
+            raise ValueError(f"volume {mount['name']}: only persistentVolumeClaim, emptyDir and secret volumes are "
+                             "supported locally")
         path.mkdir(parents=True, exist_ok=True)
         out[mount["mountPath"].rstrip("/") or "/"] = path
     return out
