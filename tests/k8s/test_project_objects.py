@@ -1,8 +1,9 @@
 """What a Project compiles to (compiler/project.py), on a real API server, applied with exactly the operator's
 chart RBAC: the Namespace, the member RoleBindings to Kubernetes' own admin/edit/view (which the operator does
-not hold: the chart's `bind` on those three is what lets it grant them), the NetworkPolicies and the LimitRange.
-Then the server enforces them: Pod Security `restricted` refuses a pod that only `baseline` allows, the LimitRange fills in a
-container's resources, and a member may do what their role says and no more."""
+not hold: the chart's `bind` on those three is what lets it grant them), the NetworkPolicies, the LimitRange and
+the ResourceQuota. Then the server enforces them: Pod Security `restricted` refuses a pod that only `baseline`
+allows, the LimitRange fills in a container's resources, the quota refuses a pod past it, and a member may do
+what their role says and no more."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def test_the_operator_applies_what_a_project_compiles_to_and_the_server_enforces
             {"kind": "Group", "name": "system:authenticated", "role": "view"},
             {"kind": "ServiceAccount", "name": "ci", "role": "admin"}],
         "defaults": {"container": {"requests": {"cpu": "250m", "memory": "64Mi"},
-                                   "limits": {"cpu": "1", "memory": "128Mi"}}}}})
+                                   "limits": {"cpu": "1", "memory": "128Mi"}}},
+        "quota": {"limits.memory": "256Mi", "pods": "10"}}})
     as_operator = kube_api(operator_identity["kubeconfig"], field_manager="shipyard")
     alice = kube_api(control_plane.kubeconfig_for(control_plane.user("alice")))
     try:
@@ -50,11 +52,17 @@ def test_the_operator_applies_what_a_project_compiles_to_and_the_server_enforces
                                                                 {"shipyard.dev/member": "true"})} == {
             "member-user-alice", "member-group-system-authenticated", "member-serviceaccount-ci"}
 
+        # The quota controller must have counted the namespace before the server admits any pod under it.
+        wait_for(lambda: (admin.get("ResourceQuota", name, "quota") or {}).get("status", {}).get("hard"),
+                 timeout=60, what="the quota's status")
         with pytest.raises(KubeError, match="PodSecurity"):
             admin.create(_pod(name, "unrestricted", restricted=False))
         pod = admin.create(_pod(name, "restricted", restricted=True))
         assert pod["spec"]["containers"][0]["resources"] == {"limits": {"cpu": "1", "memory": "128Mi"},
                                                              "requests": {"cpu": "250m", "memory": "64Mi"}}
+        admin.create(_pod(name, "restricted-2", restricted=True))  # 256Mi of limits: the quota, exactly
+        with pytest.raises(KubeError, match="exceeded quota"):
+            admin.create(_pod(name, "restricted-3", restricted=True))
 
         # alice is `edit`: she manages workloads' objects, but not who else is a member.
         wait_for(lambda: alice.list("Pod", name) is not None, timeout=30, what="alice's binding to be seen")

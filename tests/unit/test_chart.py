@@ -76,9 +76,11 @@ EXPECTED_RULES = {
     # list: the API's event view reads them back (KubernetesStore.list_events).
     ("", "events"): {"create", "patch", "list"},
     ("events.k8s.io", "events"): {"create", "patch"},
-    # What a Project compiles to in its namespace (compiler/project.py): its LimitRange, its members'
-    # RoleBindings, and `bind` on exactly the three roles those name (else Kubernetes' escalation check refuses).
+    # What a Project compiles to in its namespace (compiler/project.py): its LimitRange and ResourceQuota, its
+    # members' RoleBindings, and `bind` on exactly the three roles those name (else Kubernetes' escalation
+    # check refuses).
     ("", "limitranges"): CRUD,
+    ("", "resourcequotas"): CRUD,
     ("rbac.authorization.k8s.io", "rolebindings"): CRUD,
     **{("rbac.authorization.k8s.io", f"clusterroles[{role}]"): {"bind"} for role in ("admin", "edit", "view")},
 }

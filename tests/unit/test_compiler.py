@@ -209,6 +209,46 @@ def test_restricted_security_context():
                 assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
 
 
+def test_workload_pods_get_no_token_and_a_read_only_root_with_writable_scratch():
+    """Issue 15: no service account token in any workload pod; a read-only root filesystem wherever the
+    workload allows it, with emptyDirs for HOME (where caches go; the env says so) and /tmp."""
+    from shipyard.compiler.common import SCRATCH_HOME
+
+    seen = set()
+    for name, res in CASES:
+        for obj in compiled(name, res):
+            if obj["kind"] not in ("Job", "Deployment", "StatefulSet"):
+                continue
+            pod = obj["spec"]["template"]["spec"]
+            assert pod["automountServiceAccountToken"] is False, name
+            [container] = pod["containers"]
+            read_only = container["securityContext"].get("readOnlyRootFilesystem", False)
+            custom = isinstance(res, Endpoint) and res.spec.engine == "custom"
+            # A Workspace's IDE and a custom engine's server image stay writable (see workspace.py, serving.py).
+            assert read_only is not (obj["kind"] == "StatefulSet" or custom), name
+            seen.add((obj["kind"], read_only))
+            if not read_only:
+                continue
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            for path in (SCRATCH_HOME, "/tmp"):
+                assert volumes[mounts[path]] == {"emptyDir": {}, "name": mounts[path]}, (name, path)
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["HOME"] == SCRATCH_HOME, name
+    assert seen == {("Job", True), ("Deployment", True), ("Deployment", False), ("StatefulSet", False)}
+
+
+def test_a_volume_of_the_specs_own_at_tmp_replaces_the_scratch_one():
+    job = TrainingJob.model_validate({"metadata": {"name": "j"}, "spec": {
+        "command": ["python", "t.py"], "env": [{"name": "HOME", "value": "/data/home"}],
+        "volumes": [{"name": "scratch", "mountPath": "/tmp", "size": "100Gi"}]}})
+    pod = next(o for o in compile_resource(job) if o["kind"] == "Job")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert [m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp"] == ["scratch"]
+    assert [v["name"] for v in pod["volumes"] if "emptyDir" in v] == ["dshm", "shipyard-home"]
+    assert [e["value"] for e in container["env"] if e["name"] == "HOME"] == ["/data/home"]  # the spec's wins
+
+
 def test_volumes_are_project_claims_without_owner():
     _, res = variants()[0]
     [pvc] = [o for o in compile_resource(res) if o["kind"] == "PersistentVolumeClaim"]
@@ -345,8 +385,9 @@ def test_registry_model_volume_already_in_the_spec_is_mounted_twice_not_declared
         "model": "models:/chat/2", "volumes": [{"name": "lifecycle", "mountPath": "/lifecycle"}]}})
     deploy = by_kind(compile_resource(ep, model=RegistryModel("lifecycle", "/", 2)))["Deployment"]
     pod = deploy["spec"]["template"]["spec"]
-    assert [v["name"] for v in pod["volumes"]] == ["lifecycle"]
-    assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]] == ["/lifecycle", "/models/registry"]
+    assert [v["name"] for v in pod["volumes"]] == ["lifecycle", "shipyard-home", "shipyard-tmp"]
+    assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]] == [
+        "/lifecycle", "/models/registry", "/home/shipyard", "/tmp"]
     assert pod["containers"][0]["args"][0] == "/models/registry"
 
 
@@ -406,7 +447,7 @@ def test_project_compiles_to_its_namespace_members_policies_and_limits():
         ("RoleBinding", "member-user-alice-at-example.com"), ("RoleBinding", "member-group-oidc-research"),
         ("RoleBinding", "member-serviceaccount-ci"),
         ("NetworkPolicy", "default-deny-ingress"), ("NetworkPolicy", "allow-gateway-to-serving"),
-        ("LimitRange", "defaults")]
+        ("LimitRange", "defaults"), ("ResourceQuota", "quota")]
     ns, *rest = objs
     assert "namespace" not in ns["metadata"] and "ownerReferences" not in ns["metadata"]
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -431,6 +472,12 @@ def test_project_compiles_to_its_namespace_members_policies_and_limits():
                      "type": "Container"}
     [limit] = compile_resource(default_project())[-1]["spec"]["limits"]
     assert "default" not in limit and limit["defaultRequest"] == {"cpu": "100m", "memory": "256Mi"}
+    quota = next(o for o in rest if o["kind"] == "ResourceQuota")
+    assert quota["spec"]["hard"] == {"limits.memory": "512Gi", "persistentvolumeclaims": "20", "pods": "100",
+                                     "requests.cpu": "64", "requests.memory": "256Gi",
+                                     "requests.nvidia.com/gpu": "8", "requests.storage": "2Ti"}
+    # No quota unless the project asks for one.
+    assert not any(o["kind"] == "ResourceQuota" for o in compile_resource(default_project()))
 
 
 def test_project_default_deny_leaves_every_workloads_own_admission_in_place():

@@ -106,6 +106,28 @@ def test_volume_paths_are_substituted_only_as_paths():
     assert substitute("/ckpt2/x /data/ckpt a/ckpt", mounts) == "/ckpt2/x /data/ckpt a/ckpt"
 
 
+def test_a_compiled_pods_scratch_is_a_home_of_its_own_and_the_machines_tmp(tmp_path):
+    """Issue 15: the emptyDirs of a read-only root run locally too. HOME is a directory of the pod's own (the
+    env's HOME and the args that name it are substituted); /tmp, like /dev/shm, is the machine's own, so a
+    `/tmp/...` path the user passes still means what it says."""
+    from shipyard.runtime.local.container import container_process
+    from shipyard.runtime.local.volumes import mount_map
+
+    job = job_obj(replicas=1, args=["--cache", "/home/shipyard/.cache/x", "--out", "/tmp/run1"],
+                  volumes=[{"name": "ckpt", "mountPath": "/ckpt"}])
+    pod_obj = {"metadata": {"name": "t-0", "namespace": "default", "uid": "u0"},
+               "spec": job["spec"]["template"]["spec"]}
+    [container] = pod_obj["spec"]["containers"]
+    mounts = mount_map(pod_obj, container, tmp_path / "volumes", tmp_path / "pods" / "t-0")
+    home = tmp_path / "pods" / "t-0" / "emptydir" / "shipyard-home"
+    assert mounts == {"/ckpt": tmp_path / "volumes" / "default" / "ckpt", "/home/shipyard": home}
+    assert home.is_dir()
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    process = container_process(pod_obj, container, env, mounts, {}, {}, str(tmp_path))
+    assert process.env["HOME"] == str(home)
+    assert process.argv[-4:] == ["--cache", f"{home}/.cache/x", "--out", "/tmp/run1"]
+
+
 def test_a_suspended_job_creates_no_pods_until_released():
     tj = TrainingJob.model_validate({"metadata": {"name": "t", "uid": "u"}, "spec": {"replicas": 2, "command": ["x"]}})
     suspended = next(o for o in compile_resource(tj) if o["kind"] == "Job")

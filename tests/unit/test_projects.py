@@ -97,6 +97,12 @@ def test_deleting_a_project_refuses_while_it_holds_work_unless_forced(cli, store
     ({"metadata": {"name": "p"}, "spec": {"members": [{"kind": "ServiceAccount", "name": "CI"}]}},
      ["service account name"]),
     ({"metadata": {"name": "p"}, "spec": {"defaults": {"container": {"requests": {"gpu": "1"}}}}}, ["gpu"]),
+    ({"metadata": {"name": "p"}, "spec": {"quota": {"nvidia.com/gpu": "1"}}}, ["quota", "cannot be capped"]),
+    ({"metadata": {"name": "p"}, "spec": {"quota": {"pods": "1.5"}}}, ["quota", "pods", "whole number"]),
+    ({"metadata": {"name": "p"}, "spec": {"quota": {"requests.memory": "lots"}}}, ["quota", "requests.memory"]),
+    ({"metadata": {"name": "p"}, "spec": {"quota": {"limits.cpu": "-2"}}}, ["quota", "negative"]),
+    ({"metadata": {"name": "p"}, "spec": {"quota": {"limits.memory": "8Gi"}}},
+     ["defaults.container.limits.memory"]),
 ])
 def test_bad_projects_are_one_line_errors(cli, store, tmp_path, manifest, words):
     doc = {"apiVersion": "shipyard.dev/v1alpha1", "kind": "Project", **manifest}
@@ -163,3 +169,47 @@ def test_a_default_request_above_its_default_limit_is_refused():
     with pytest.raises(ValueError, match="exceeds its default limit"):
         Project.model_validate({"metadata": {"name": "p"}, "spec": {"defaults": {"container": {
             "limits": {"memory": "128Mi"}}}}})
+
+
+def test_the_quota_is_applied_when_set_and_removed_when_dropped(tmp_path):
+    """Issue 15: spec.quota compiles to a ResourceQuota `quota`; dropping it from the spec deletes Shipyard's,
+    never one of the same name that someone else made."""
+    store, runtime = SQLiteStore(tmp_path / "db"), FakeRuntime()
+    try:
+        controller = ProjectController(store, runtime)
+        project = Project.model_validate({"metadata": {"name": "vision"}, "spec": {"quota": {
+            "requests.cpu": 8, "requests.memory": "32Gi", "pods": 10}}})
+        store.apply([project])
+        controller.reconcile(ObjectKey("Project", "", "vision"))
+        quota = runtime.get("ResourceQuota", "vision", "quota")
+        assert quota["spec"]["hard"] == {"pods": "10", "requests.cpu": "8", "requests.memory": "32Gi"}
+
+        project.spec.quota = None
+        store.apply([project])
+        controller.reconcile(ObjectKey("Project", "", "vision"))
+        assert runtime.get("ResourceQuota", "vision", "quota") is None
+
+        theirs = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "quota", "namespace": "vision"},
+                  "spec": {"hard": {"pods": "3"}}}
+        runtime.apply(theirs)
+        controller.reconcile(ObjectKey("Project", "", "vision"))
+        assert runtime.get("ResourceQuota", "vision", "quota") is not None
+    finally:
+        store.close()
+
+
+def test_the_local_runtime_keeps_a_quota(tmp_path):
+    from decimal import Decimal
+
+    from shipyard.compiler import compile_project
+    from shipyard.runtime.local.capacity import Capacity
+    from shipyard.runtime.local.runtime import LocalRuntime
+
+    rt = LocalRuntime(tmp_path / "runtime", tmp_path / "volumes", tmp_path / "logs",
+                      capacity=Capacity(cpu=Decimal(1), memory=Decimal(1 << 30)))
+    project = Project.model_validate({"metadata": {"name": "vision"}, "spec": {"quota": {"pods": "2"}}})
+    [quota] = [o for o in compile_project(project) if o["kind"] == "ResourceQuota"]
+    rt.apply(quota)
+    assert rt.get("ResourceQuota", "vision", "quota")["spec"]["hard"] == {"pods": "2"}
+    rt.delete("ResourceQuota", "vision", "quota")
+    assert rt.get("ResourceQuota", "vision", "quota") is None

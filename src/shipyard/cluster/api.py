@@ -73,6 +73,7 @@ NATIVE_TYPES = {t.kind: t for t in [
     ResourceType("v1", "Event", "events"),
     ResourceType("v1", "Namespace", "namespaces", namespaced=False),
     ResourceType("v1", "LimitRange", "limitranges"),
+    ResourceType("v1", "ResourceQuota", "resourcequotas"),
     ResourceType("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
     ResourceType("v1", "Node", "nodes", namespaced=False),
     ResourceType("v1", "PersistentVolume", "persistentvolumes", namespaced=False),

@@ -86,13 +86,47 @@ def pod_security_context() -> dict[str, Any]:
     }
 
 
-def container_security_context() -> dict[str, Any]:
-    return {
+def container_security_context(read_only_root: bool = False) -> dict[str, Any]:
+    """Restricted, and with `read_only_root` a read-only root filesystem: the image cannot be changed from
+    inside (no dropped binaries, no edited code in a long-running server); what the workload may write is its
+    volumes and the scratch of `scratch_volumes` (HOME, /tmp)."""
+    context: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    if read_only_root:
+        context["readOnlyRootFilesystem"] = True
+    return dict(sorted(context.items()))
+
+
+# A workload pod talks to no Kubernetes API, so it gets no service account token: a token in the pod is a
+# credential anything running there could use (and read from /var/run/secrets). No workload spec names a
+# service account today; one that does (a `serviceAccountName` field, say) is where this turns on for it:
+# `automount_service_account_token(spec.service_account_name is not None)`.
+def automount_service_account_token(service_account: str | None = None) -> bool:
+    return service_account is not None
+
+
+# The writable scratch of a pod whose root filesystem is read-only: emptyDirs (the pod's own, gone with it) for
+# /tmp and for HOME, where every cache a workload writes lands by default (~/.cache: HF_HOME, TORCH_HOME,
+# XDG_CACHE_HOME and pip's cache; ~/.triton, ~/.config, ~/.nv). HOME is the workload image's own home
+# (docker/Dockerfile.workloads: uid 1000's /home/shipyard) and the pod's env says so, so an image without that
+# user still gets a writable home. Locally the same volumes are per-pod directories (runtime/local/volumes.py);
+# /tmp there is the machine's own, as /dev/shm is.
+SCRATCH_HOME = "/home/shipyard"
+SCRATCH_TMP = "/tmp"
+SCRATCH_VOLUMES = {"shipyard-home": SCRATCH_HOME, "shipyard-tmp": SCRATCH_TMP}
+
+
+def scratch_volumes(volumes: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(pod volumes, container mounts) of the scratch emptyDirs a spec's own `volumes` do not already cover
+    (a volume of its own at /tmp is written there instead)."""
+    taken = {v.mount_path for v in volumes}
+    chosen = {name: path for name, path in SCRATCH_VOLUMES.items() if path not in taken}
+    return ([{"emptyDir": {}, "name": name} for name in chosen],
+            [{"mountPath": path, "name": name} for name, path in chosen.items()])
 
 
 def env_var(name: str, value: str) -> dict[str, Any]:

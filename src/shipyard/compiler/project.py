@@ -1,4 +1,5 @@
-"""Project → its Namespace + one RoleBinding per member + the project's NetworkPolicies + a LimitRange.
+"""Project → its Namespace + one RoleBinding per member + the project's NetworkPolicies + a LimitRange
+(+ a ResourceQuota).
 
 A Project is cluster-scoped and named like the namespace it owns; everything it compiles to but the Namespace
 lives in that namespace. In order (Namespace first, so the rest has somewhere to go; deleting goes in reverse):
@@ -23,6 +24,11 @@ lives in that namespace. In order (Namespace first, so the rest has somewhere to
   peers and port each serving resource's own policy admits, so a serving pod stays reachable by the gateway
   even in the moment between its Deployment and its own policy being applied.
 - **LimitRange `defaults`**: what a container that names no requests/limits gets (spec.defaults.container).
+- **ResourceQuota `quota`**, only when spec.quota is set: hard caps on the sums of the project's pods'
+  requests/limits and on counts of its objects. Kubernetes refuses a pod that would exceed one, and, once a
+  quota caps requests.cpu or limits.memory, a pod that names none (the LimitRange's defaults fill them in
+  first, so a workload without resources still runs). Locally the runtime keeps it; enforcing it there is
+  the scheduler's (admission) business.
 
 Pure and deterministic, like every compiler: the same Project gives byte-identical objects.
 """
@@ -51,6 +57,7 @@ POD_SECURITY_LABELS = {
 DEFAULT_DENY_POLICY = "default-deny-ingress"
 GATEWAY_POLICY = "allow-gateway-to-serving"
 LIMIT_RANGE = "defaults"
+RESOURCE_QUOTA = "quota"
 # The kinds whose pods the gateway serves (their `shipyard.dev/kind` label).
 SERVING_KINDS = ("app", "endpoint")
 RBAC_API_GROUP = "rbac.authorization.k8s.io"
@@ -170,6 +177,18 @@ def limit_range(project: Project) -> dict[str, Any]:
     }
 
 
+def resource_quota(project: Project) -> dict[str, Any] | None:
+    if project.spec.quota is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": _namespaced_meta(project, RESOURCE_QUOTA),
+        "spec": {"hard": dict(sorted(project.spec.quota.items()))},
+    }
+
+
 def compile_project(project: Project) -> list[dict[str, Any]]:
+    quota = resource_quota(project)
     return [namespace(project), *member_bindings(project), default_deny_policy(project), gateway_policy(project),
-            limit_range(project)]
+            limit_range(project), *([quota] if quota is not None else [])]

@@ -35,6 +35,8 @@ from shipyard.resources.quantity import parse_quantity
 
 from .common import (
     LOCAL_WORKDIR_ANNOTATION,
+    SCRATCH_HOME,
+    automount_service_account_token,
     container_security_context,
     env_var,
     gateway_only_network_policy,
@@ -45,6 +47,7 @@ from .common import (
     user_env,
     persistent_claims,
     pod_volume,
+    scratch_volumes,
     volume_mount,
 )
 
@@ -136,6 +139,9 @@ def _env(resource: ServingResource, ctx: ServingContext) -> list[dict[str, Any]]
         # Logs must reach the runtime as they are printed, not when a buffer fills.
         env_var("PYTHONUNBUFFERED", "1"),
     ]
+    if read_only_root(resource):
+        # Caches (vLLM's, Triton's, the Hugging Face hub's) go to the pod's writable home.
+        platform.append(env_var("HOME", SCRATCH_HOME))
     if isinstance(resource, Endpoint):
         platform += [env_var("SHIPYARD_MODEL", served_model(resource, ctx) or ""),
                      env_var("SHIPYARD_SERVED_MODEL_NAME", resource.spec.served_model_name or resource.metadata.name)]
@@ -165,6 +171,13 @@ def gateway_key_secret_name(resource: ServingResource) -> str:
     return f"{resource.metadata.name}-gateway-key"
 
 
+def read_only_root(resource: ServingResource) -> bool:
+    """The built-in server, vLLM and an App's own program write only their volumes, HOME and /tmp, so their
+    root filesystem is read-only. A `custom` engine runs someone else's server image, which may write where its
+    image says (TGI's hub cache is /data, a VOLUME that Kubernetes does not mount): it stays writable."""
+    return not (isinstance(resource, Endpoint) and resource.spec.engine == "custom")
+
+
 def _registry_model(resource: ServingResource, ctx: ServingContext) -> RegistryModel | None:
     """The resolution, only for an Endpoint that serves a registry model (a context passed for a path is moot)."""
     if isinstance(resource, Endpoint) and parse_model_uri(resource.spec.model) is not None:
@@ -180,6 +193,8 @@ def _container(resource: ServingResource, ctx: ServingContext) -> dict[str, Any]
     registry = _registry_model(resource, ctx)
     if registry is not None:
         mounts.append({"mountPath": REGISTRY_MOUNT, "name": registry.volume, "readOnly": True})
+    if read_only_root(resource):
+        mounts += scratch_volumes(spec.volumes)[1]
     container: dict[str, Any] = {
         "args": args,
         "command": command,
@@ -195,7 +210,7 @@ def _container(resource: ServingResource, ctx: ServingContext) -> dict[str, Any]
             "periodSeconds": probe.period_seconds,
             "timeoutSeconds": probe.timeout_seconds,
         },
-        "securityContext": container_security_context(),
+        "securityContext": container_security_context(read_only_root=read_only_root(resource)),
         "volumeMounts": mounts,
     }
     if not args:
@@ -219,6 +234,7 @@ def deployment(resource: ServingResource, ctx: ServingContext) -> dict[str, Any]
         pod_meta["annotations"] = {LOCAL_WORKDIR_ANNOTATION: resource.metadata.annotations[LOCAL_WORKDIR_ANNOTATION]}
     pod_meta["labels"] = object_labels(resource)
     pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": automount_service_account_token(),
         "containers": [_container(resource, ctx)],
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
@@ -229,6 +245,8 @@ def deployment(resource: ServingResource, ctx: ServingContext) -> dict[str, Any]
         # No claim object is compiled for it: the volume exists (a job wrote the model there) and its size and
         # class are that job's.
         volumes.append({"name": registry.volume, "persistentVolumeClaim": {"claimName": registry.volume}})
+    if read_only_root(resource):
+        volumes += scratch_volumes(spec.volumes)[0]
     if volumes:
         pod_spec["volumes"] = volumes
     deploy_spec: dict[str, Any] = {

@@ -26,6 +26,8 @@ from .common import (
     COMPLETION_INDEX_ANNOTATION,
     LOCAL_WORKDIR_ANNOTATION,
     RESTART_LABEL,
+    SCRATCH_HOME,
+    automount_service_account_token,
     container_security_context,
     env_var,
     field_env,
@@ -36,6 +38,7 @@ from .common import (
     user_env,
     persistent_claims,
     pod_volume,
+    scratch_volumes,
     volume_mount,
 )
 
@@ -91,6 +94,8 @@ def _env(job: TrainingJob, ctx: TrainingJobContext) -> list[dict[str, Any]]:
         env_var("SHIPYARD_RESTART_COUNT", str(ctx.restart)),
         # Logs (and progress lines) must reach the runtime as they are printed, not when a buffer fills.
         env_var("PYTHONUNBUFFERED", "1"),
+        # The root filesystem is read-only: caches go to the pod's writable home (common.scratch_volumes).
+        env_var("HOME", SCRATCH_HOME),
     ]
     if spec.resources.cpu is not None:
         # One BLAS thread pool per core the replica was given, split among its processes: oversubscribed
@@ -145,6 +150,7 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
     pod_annotations = {}
     if LOCAL_WORKDIR_ANNOTATION in job.metadata.annotations:
         pod_annotations[LOCAL_WORKDIR_ANNOTATION] = job.metadata.annotations[LOCAL_WORKDIR_ANNOTATION]
+    scratch, scratch_mounts = scratch_volumes(spec.volumes)
     container: dict[str, Any] = {
         "args": list(spec.args),
         "command": list(spec.command),
@@ -153,9 +159,10 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "name": CONTAINER_NAME,
         "ports": [{"containerPort": RENDEZVOUS_PORT, "name": "rendezvous", "protocol": "TCP"}],
-        "securityContext": container_security_context(),
+        # A training script reads its image and writes its volumes (checkpoints, outputs), HOME and /tmp.
+        "securityContext": container_security_context(read_only_root=True),
         "volumeMounts": [volume_mount(v) for v in spec.volumes]
-        + [{"mountPath": "/dev/shm", "name": SHM_VOLUME}],
+        + [{"mountPath": "/dev/shm", "name": SHM_VOLUME}] + scratch_mounts,
     }
     if not container["args"]:
         del container["args"]
@@ -182,6 +189,7 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
         "template": {
             "metadata": pod_meta,
             "spec": {
+                "automountServiceAccountToken": automount_service_account_token(),
                 "containers": [container],
                 "restartPolicy": "Never",
                 "securityContext": pod_security_context(),
@@ -191,7 +199,7 @@ def indexed_job(job: TrainingJob, ctx: TrainingJobContext) -> dict[str, Any]:
                                  "tolerationSeconds": NODE_LOSS_TOLERATION_SECONDS}
                                 for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")],
                 "volumes": [pod_volume(v) for v in spec.volumes]
-                + [{"emptyDir": {"medium": "Memory"}, "name": SHM_VOLUME}],
+                + [{"emptyDir": {"medium": "Memory"}, "name": SHM_VOLUME}] + scratch,
             },
         },
     }

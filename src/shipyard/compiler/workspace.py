@@ -20,6 +20,7 @@ from .common import (
     LOCAL_WORKDIR_ANNOTATION,
     MANAGED_BY,
     VOLUME_LABEL,
+    automount_service_account_token,
     container_security_context,
     env_var,
     gateway_only_network_policy,
@@ -97,6 +98,11 @@ def _container(ws: Workspace) -> dict[str, Any]:
         "ports": [{"containerPort": IDE_PORT, "name": PORT_NAME, "protocol": "TCP"}],
         "readinessProbe": {"failureThreshold": 3, "httpGet": {"path": _readiness_path(ws), "port": PORT_NAME},
                            "initialDelaySeconds": 1, "periodSeconds": 2, "timeoutSeconds": 2},
+        # The root filesystem stays writable: an IDE is the user's interactive machine, where installing into
+        # the image's environment (`%pip install`, `conda install` in images whose environment uid 1000 owns,
+        # such as Jupyter's docker-stacks) and tools run from its terminal writing wherever they like are the
+        # point. Its state (Jupyter's runtime and config dirs, code-server's user data and extensions) is in
+        # HOME, the workspace's volume; what it writes elsewhere is gone with the pod anyway.
         "securityContext": container_security_context(),
         "volumeMounts": [{"mountPath": HOME_MOUNT, "name": HOME_VOLUME}]
         + [volume_mount(v) for v in spec.volumes],
@@ -137,6 +143,7 @@ def stateful_set(ws: Workspace, ctx: WorkspaceContext) -> dict[str, Any]:
             "template": {
                 "metadata": pod_meta,
                 "spec": {
+                    "automountServiceAccountToken": automount_service_account_token(),
                     "containers": [_container(ws)],
                     "securityContext": pod_security_context(),
                     # Time for Jupyter to shut its kernels down and save state.

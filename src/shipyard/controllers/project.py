@@ -9,8 +9,9 @@ Where the objects go depends on who decides access:
   authorizer reads), else to the runtime as native RoleBindings (on a cluster, where Kubernetes decides);
 - the Namespace goes to the runtime unless the runtime's namespaces are implicit (the local runtime makes a
   project's directories on first use);
-- NetworkPolicies and the LimitRange go to the runtime (on a cluster Kubernetes enforces them; locally they
-  are kept for the sandbox to evaluate).
+- NetworkPolicies, the LimitRange and the ResourceQuota go to the runtime (on a cluster Kubernetes enforces
+  them; locally they are kept for the sandbox and the scheduler to evaluate). A quota removed from the spec
+  is deleted (only the one Shipyard made: labelled managed-by shipyard).
 
 Deleted: delete every object the project still holds (the API refused unless `--force`), wait until the
 store has none, then remove the member bindings and the native objects (on a cluster deleting the Namespace
@@ -21,7 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.compiler.project import MEMBER_LABEL, compile_project
+from shipyard.compiler.common import MANAGED_BY
+from shipyard.compiler.project import MEMBER_LABEL, RESOURCE_QUOTA, compile_project
 from shipyard.resources import Condition, Project, set_condition
 from shipyard.runtime.protocol import Runtime
 from shipyard.store.projects import held_objects
@@ -86,6 +88,8 @@ class ProjectController:
         wanted = {o["metadata"]["name"] for o in desired if o["kind"] == "RoleBinding"}
         for stale in set(self._member_bindings(name)) - wanted:
             self._delete_binding(name, stale)
+        if project.spec.quota is None:
+            self._delete_quota(name)
         status = project.status.model_copy(deep=True)
         status.phase = "Active"
         status.observed_generation = project.metadata.generation
@@ -100,6 +104,11 @@ class ProjectController:
                 self._store.record_event(project, "Normal", "Applied", condition.message)
             self._store.update_status(project.model_copy(update={"status": status}))
         return Result()
+
+    def _delete_quota(self, namespace: str) -> None:
+        quota = self._runtime.get("ResourceQuota", namespace, RESOURCE_QUOTA)
+        if quota is not None and (quota["metadata"].get("labels") or {}).get(MANAGED_BY) == "shipyard":
+            self._runtime.delete("ResourceQuota", namespace, RESOURCE_QUOTA)
 
     def _gone(self, namespace: str, name: str) -> None:
         # Deleted before its first reconcile: no finalizer ever held it, nothing of it was applied.

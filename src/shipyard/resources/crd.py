@@ -51,6 +51,8 @@ _OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "memory": {INT_OR_STRING: True, "pattern": _QUANTITY_PATTERN},
     },
     "Volume": {"size": {"pattern": _QUANTITY_PATTERN}},
+    # A Project's quota: quantities by what they cap (the keys are checked by check_quota).
+    "ProjectSpec": {"quota": {"additionalProperties": {INT_OR_STRING: True, "pattern": _QUANTITY_PATTERN}}},
     # Seconds, or a duration ("30m"): parse_duration turns the string into seconds before the model checks it.
     "WorkspaceSpec": {"idleTimeout": {INT_OR_STRING: True, "pattern": r"^(\d+|(\d+h)?(\d+m)?(\d+s)?)$"}},
 }

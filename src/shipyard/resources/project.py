@@ -82,11 +82,56 @@ class ProjectDefaults(Model):
         return None if v is None else check_dns1123_label(v, "priority class")
 
 
+# What a project's quota may cap (a ResourceQuota's `hard`): the sums of its pods' requests and limits, and
+# counts of objects. Extended resources (GPUs) can only be capped by request, as in Kubernetes.
+QUOTA_AMOUNTS = ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory", "requests.nvidia.com/gpu",
+                 "requests.storage", "requests.ephemeral-storage", "limits.ephemeral-storage")
+QUOTA_COUNTS = ("pods", "persistentvolumeclaims", "services", "secrets", "configmaps")
+
+
+def check_quota(quota: dict[str, int | str]) -> dict[str, str]:
+    """The quota as quantities (strings); ValueError naming the first bad key or amount."""
+    out: dict[str, str] = {}
+    for key, raw in quota.items():
+        if key not in QUOTA_AMOUNTS + QUOTA_COUNTS:
+            raise ValueError(f"quota: {key!r} cannot be capped (one of {', '.join(QUOTA_AMOUNTS + QUOTA_COUNTS)})")
+        value = str(raw).strip()
+        try:
+            amount = parse_quantity(value)
+        except ValueError as exc:
+            raise ValueError(f"quota: {key}: {exc}") from None
+        whole = key in QUOTA_COUNTS or key == "requests.nvidia.com/gpu"
+        if whole and amount != amount.to_integral_value():
+            raise ValueError(f"quota: {key} {raw!r} must be a whole number")
+        out[key] = value
+    return dict(sorted(out.items()))
+
+
 class ProjectSpec(Model):
     display_name: str = Field(default="", max_length=200)
     description: str = Field(default="", max_length=2000)
     members: list[Member] = Field(default_factory=list)
     defaults: ProjectDefaults = Field(default_factory=ProjectDefaults)
+    # Hard caps on what the project's pods may hold in all (a ResourceQuota named `quota`); none when unset.
+    quota: dict[str, int | str] | None = None
+
+    @field_validator("quota")
+    @classmethod
+    def _quota(cls, v: dict[str, int | str] | None) -> dict[str, str] | None:
+        return None if v is None else check_quota(v)
+
+    @model_validator(mode="after")
+    def _quota_has_defaults(self) -> "ProjectSpec":
+        # Once a quota caps limits.memory (say), Kubernetes refuses every pod that names no memory limit, and a
+        # workload naming no resources is the common case: the LimitRange's default must fill it in.
+        container = self.defaults.container
+        for key in self.quota or {}:
+            kind, _, resource = key.partition(".")
+            if resource in ("cpu", "memory", "ephemeral-storage"):
+                if resource not in (container.requests if kind == "requests" else container.limits):
+                    raise ValueError(f"quota caps {key}: set defaults.container.{kind}.{resource} too, or "
+                                     f"Kubernetes refuses every pod that names no {resource} {kind[:-1]}")
+        return self
 
     @field_validator("members")
     @classmethod

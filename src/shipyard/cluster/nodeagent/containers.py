@@ -17,9 +17,9 @@ the image name is only reported back in the container's status. What differs on 
 - Volumes, substituted at their mount paths as the embedded runtime does (volumes.py): a
   persistentVolumeClaim is the directory of its bound PersistentVolume (`hostPath` or `local`; an unbound claim
   is waited for), a hostPath volume is that path on this machine, an emptyDir a directory in the pod's
-  directory (`/dev/shm`: the machine's own). configMap, secret, downwardAPI and projected volumes are written
-  as files into the pod's directory, once per container start; a projected service-account token is not
-  (nothing here mints one), so only its ca.crt and namespace appear.
+  directory (`/dev/shm` and `/tmp`: the machine's own, volumes.MACHINE_OWN). configMap, secret, downwardAPI
+  and projected volumes are written as files into the pod's directory, once per container start; a projected
+  service-account token is not (nothing here mints one), so only its ca.crt and namespace appear.
 """
 
 from __future__ import annotations

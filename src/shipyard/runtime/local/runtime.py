@@ -45,10 +45,11 @@ log = logging.getLogger(__name__)
 
 NATIVE_KINDS = {"Job", "Service", "PersistentVolumeClaim", "Pod", "Deployment", "StatefulSet",
                 "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "Secret",
-                "LimitRange"}
-# Deleted at once: nothing of theirs has to stop first.
+                "LimitRange", "ResourceQuota"}
+# Deleted at once: nothing of theirs has to stop first. A ResourceQuota is kept, not enforced: admitting pods
+# within a project's quota is the scheduler's.
 _REMOVED_AT_ONCE = {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress",
-                    "Secret", "LimitRange"}
+                    "Secret", "LimitRange", "ResourceQuota"}
 TICK_SECONDS = 0.1
 IDLE_TICK_SECONDS = 1.0  # no pod running, nothing to finish: only time-free waits, which events end
 FULL_SYNC_SECONDS = 60.0

@@ -10,6 +10,9 @@ is not seen: pass volume paths by flag or env, which is the contract (docs/contr
 The cluster node agent substitutes the same way, but finds a claim's directory through its bound
 PersistentVolume and writes configMap/secret volumes as files: it hands mount_map a `source` that places
 those volumes, and leaves emptyDir to the default here.
+
+An emptyDir is a directory in the pod's directory (POD_DIR/emptydir/NAME), made at the container's start and
+kept across its restarts in place, removed with the pod, as Kubernetes keeps it for the pod's lifetime.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+# emptyDirs at these paths are the machine's own directories, not substituted: /dev/shm's shared memory, and
+# /tmp (a compiled pod's scratch for its read-only root, compiler/common.py), whose substitution would move
+# every `/tmp/...` path a user passes in args or env to the pod's directory. Python's tempfile and torch's
+# caches use the machine's /tmp as they do outside Shipyard. Every other emptyDir (a pod's HOME) is a directory
+# of the pod's own, gone with it.
+MACHINE_OWN = ("/dev/shm", "/tmp")
 # A volume → its local directory, or None to use the local runtime's own rule for it.
 VolumeSource = Callable[[dict[str, Any]], "Path | None"]
 
@@ -42,8 +51,8 @@ def mount_map(pod: dict[str, Any], container: dict[str, Any], volumes_root: Path
         elif "persistentVolumeClaim" in volume:
             path = claim_dir(volumes_root, pod["metadata"]["namespace"], volume["persistentVolumeClaim"]["claimName"])
         elif "emptyDir" in volume:
-            if mount["mountPath"] == "/dev/shm":
-                continue  # the machine's own shared memory serves the same purpose
+            if mount["mountPath"].rstrip("/") in MACHINE_OWN:
+                continue  # the machine's own serves the same purpose (see MACHINE_OWN)
             path = pod_dir / "emptydir" / mount["name"]
         else:
             raise ValueError(f"volume {mount['name']}: only persistentVolumeClaim, emptyDir and secret volumes are "
