@@ -99,11 +99,14 @@ def acquire_lock(p: Paths) -> IO[str]:
     return handle
 
 
-def write_daemon_info(p: Paths, url: str, gateway_url: str, mlflow_url: str | None = None) -> None:
+def write_daemon_info(p: Paths, url: str, gateway_url: str, mlflow_url: str | None = None,
+                      pod_limits: str | None = None) -> None:
     tmp = p.daemon_info.with_suffix(".tmp")
     info = {"pid": os.getpid(), "url": url, "gatewayUrl": gateway_url, "started": time.time()}
     if mlflow_url:
         info["mlflowUrl"] = mlflow_url
+    if pod_limits:
+        info["podLimits"] = pod_limits  # the cgroup version enforcing pods' limits, or why none (`up` says it)
     tmp.write_text(json.dumps(info))
     os.replace(tmp, p.daemon_info)
 
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         tracking.start()
     runtime.start()
     manager.start()
-    write_daemon_info(p, url, gateway.url, tracking.url if tracking else None)
+    write_daemon_info(p, url, gateway.url, tracking.url if tracking else None, runtime.cgroups.describe())
     log.info("Shipyard %s listening on %s, gateway on %s%s (home %s)", package_version("shipyard"), url,
              gateway.url, f", MLflow on {tracking.url}" if tracking else "", p.home)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))

@@ -118,6 +118,8 @@ def up(
             mlflow = f", MLflow at {info['mlflowUrl']}" if info.get("mlflowUrl") else ""
             typer.echo(f"Shipyard is up at {info['url']}, gateway at {info.get('gatewayUrl')}{mlflow} "
                        f"(logs: {p.daemon_log})")
+            if info.get("podLimits"):
+                typer.echo(f"pod limits: {info['podLimits']}")
             return
         time.sleep(POLL_SECONDS)
     child.terminate()

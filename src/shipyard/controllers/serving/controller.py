@@ -53,6 +53,7 @@ class ServingController:
         self._metrics_written: dict[tuple[str, str], datetime] = {}
         self._routed: dict[tuple[str, str], Routed] = {}  # what each route sent traffic to last time
         self._panicking: set[tuple[str, str]] = set()
+        self._oom_told: set[tuple[str, str]] = set()  # (pod, finishedAt) of OOM kills told in an event
 
     # --- entry point ---------------------------------------------------------------------------------
 
@@ -104,6 +105,11 @@ class ServingController:
 
         deployment = self._runtime.get("Deployment", ns, name) or {}
         pods = self._runtime.list("Pod", ns, {KIND_LABEL: self.kind.lower(), NAME_LABEL: name})
+        for pod_name, finished, code, message in _oom_kills(pods):
+            if (pod_name, finished) not in self._oom_told:
+                self._oom_told.add((pod_name, finished))
+                self._event(resource, "Warning", "OOMKilled",
+                            f"replica {pod_name} was OOMKilled (exit code {code}): {message}")
         upstreams, self._routed[(ns, name)], panic = routable_upstreams(pods, self._routed.get((ns, name), {}))
         self._traffic.set_route(serving_route(resource, upstreams))
         if panic and (ns, name) not in self._panicking:
@@ -271,6 +277,20 @@ def _waiting_message(runtime: Runtime, namespace: str, name: str, kind: str) -> 
             waiting = cs.get("state", {}).get("waiting")
             if waiting and waiting.get("reason") == "CrashLoopBackOff":
                 last = cs.get("lastState", {}).get("terminated", {})
-                return (f"replica {pod['metadata']['name']} keeps exiting (code {last.get('exitCode', '?')}, "
+                why = f", {last['reason']}" if last.get("reason") not in (None, "", "Error") else ""
+                return (f"replica {pod['metadata']['name']} keeps exiting (code {last.get('exitCode', '?')}{why}, "
                         f"{cs.get('restartCount', 0)} restart(s)); see `shipyard logs`")
     return "replicas starting" if pods else "no replicas yet"
+
+
+def _oom_kills(pods: list[dict[str, Any]]) -> list[tuple[str, str, Any, str]]:
+    """(pod, finishedAt, exit code, message) of every container run the out-of-memory killer ended, current or last."""
+    out = []
+    for pod in pods:
+        for cs in pod.get("status", {}).get("containerStatuses", []):
+            for state in (cs.get("state", {}), cs.get("lastState", {})):
+                terminated = state.get("terminated") or {}
+                if terminated.get("reason") == "OOMKilled":
+                    out.append((pod["metadata"]["name"], str(terminated.get("finishedAt")),
+                                terminated.get("exitCode"), terminated.get("message", "")))
+    return out

@@ -1,7 +1,7 @@
 """What this machine can run: CPU, memory and GPUs, and whether a gang of pods fits in what is free.
 
-Requests are counted, not enforced (no cgroups are assumed); a gang is placed whole or not at all, because
-half a DDP gang holds resources while waiting forever for the rest.
+Requests are counted here (limits are enforced by each pod's cgroup where the machine allows it: cgroups.py);
+a gang is placed whole or not at all, because half a DDP gang holds resources while waiting forever for the rest.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import podlog, processes
+from . import cgroups, podlog, processes
 from .container import container_process
 from .jobs import TERMINAL
 from .lifecycle import Backoff, grace_seconds, kill_after_sigterm, prestop_seconds, should_restart
@@ -47,6 +47,9 @@ def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 class Kubelet:
+    # Each pod's limits as a cgroup (cgroups.py); the runtime sets the implementation detected at its start.
+    pod_cgroups: cgroups.Cgroups = cgroups.Cgroups()
+
     def __init__(self, objects: ObjectFiles, root: Path, volumes: Path, logs: Path,
                  clock: Callable[[], datetime], backoff: Backoff, gpus: bool, wake: Callable[[], None],
                  service_urls: dict[str, str] | None = None,
@@ -131,6 +134,7 @@ class Kubelet:
         if meta.get("deletionTimestamp") and (status["phase"] in TERMINAL or status["phase"] == "Pending"):
             self._objects.remove("Pod", meta["namespace"], meta["name"])
             shutil.rmtree(self.pod_dir(pod), ignore_errors=True)
+            self.pod_cgroups.remove(meta["uid"])
             self.secret_volumes.remove(meta["uid"])
             # Its owners existed until now; the grace period below counts from here even when its Job went in
             # the same tick (collect_logs would otherwise never have seen them alive).
@@ -232,6 +236,7 @@ class Kubelet:
     def _finish_pod(self, pod: dict[str, Any], terminated: dict[str, Any]) -> None:
         status = pod["status"]
         self.secret_volumes.remove(pod["metadata"]["uid"])  # the container is gone: so are its secret files
+        self.pod_cgroups.remove(pod["metadata"]["uid"])  # and its cgroup, with anything a lost shim left in it
         code = int(terminated.get("exitCode", 137))
         disrupted = pod["metadata"].get("annotations", {}).get(DISRUPTED_ANNOTATION)
         status["phase"] = "Succeeded" if code == 0 and not disrupted else "Failed"
@@ -341,6 +346,7 @@ class Kubelet:
             # is the previous attempt (`shipyard logs --previous`), as the kubelet keeps one dead container's log.
             podlog.start_new_attempt(log_path)
         podlog.write_meta(log_path, self._log_meta(pod))
+        cgroups.write_spec(pod_dir, self.pod_cgroups.create(meta["uid"], cgroups.limits_of(container)))
         child = processes.launch(pod_dir, process.argv, process.env, process.cwd, log_path,
                                  kill_after_sigterm(pod), self._log_limits)
         self._children[child.pid] = child

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..protocol import NativeObject, OwnerKey, PodMetrics
-from . import podlog
+from . import cgroups as cgroups_, podlog
 from .capacity import Allocation, Capacity, Request, explain
 from .container import LOCAL_WORKDIR_ANNOTATION
 from .deployments import NAME_ALPHABET, TEMPLATE_HASH, sync_deployment
@@ -91,7 +91,8 @@ class LocalRuntime:
                  hpa_sync_seconds: float = HPA_SYNC_SECONDS, restart_backoff: Backoff | None = None,
                  service_urls: dict[str, str] | None = None,
                  log_limits: tuple[int, int] = (podlog.DEFAULT_MAX_BYTES, podlog.DEFAULT_MAX_FILES),
-                 secret_volumes: Path | None = None):
+                 secret_volumes: Path | None = None,
+                 cgroups: cgroups_.Cgroups | None = None):
         self._root = root
         self._volumes = volumes
         self._objects = ObjectFiles(root / "objects", _state_of)
@@ -116,6 +117,9 @@ class LocalRuntime:
         self._kubelet = Kubelet(self._objects, root, volumes, logs, clock, restart_backoff or Backoff(),
                                 bool(self._capacity.gpus), self._wake.set, service_urls, log_limits,
                                 SecretVolumes(root, secret_volumes))
+        # Pods' limits: detected once (cgroups.py); what is in force is logged at start and shown by `shipyard up`.
+        self.cgroups = cgroups if cgroups is not None else cgroups_.detect(root)
+        self._kubelet.pod_cgroups = self.cgroups
 
     # --- Runtime protocol ----------------------------------------------------------------------------
 
@@ -242,6 +246,10 @@ class LocalRuntime:
         with self._lock:  # secret files of pods that stopped while no daemon ran (secretvolumes.py)
             self._kubelet.secret_volumes.remove_stale(
                 {p["metadata"]["uid"] for p in self._objects.all("Pod") if p["status"].get("phase") not in TERMINAL})
+            # The same for cgroups: a running pod re-adopted keeps its own.
+            self.cgroups.remove_stale({p["metadata"]["uid"] for p in self._objects.all("Pod")
+                                       if p["status"].get("phase") == "Running" and p["status"].get("pid")})
+        (log.warning if self.cgroups.version == "none" else log.info)("pod limits: %s", self.cgroups.describe())
         self._thread = threading.Thread(target=self._run, name="local-runtime", daemon=True)
         self._thread.start()
 
@@ -268,6 +276,8 @@ class LocalRuntime:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._kubelet.close()
+        with self._lock:
+            self.cgroups.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -9,8 +9,12 @@ into new sessions (torchrun starts its workers that way) are still its to find a
 It also writes the pod's output: the workload's stdout and stderr are a pipe it copies into size-capped,
 rotated log files (podlog.py), as conmon does for a container.
 
-It must stay tiny and import only the standard library (podlog.py does too): it starts once per pod, on the
-critical path.
+Limits (cgroups.py): when the pod has a cgroup, the workload's process enters it between fork and exec, so the
+shim itself stays outside with the daemon; an exit after the cgroup's OOM killer acted is reported as
+`OOMKilled`, as the kubelet does.
+
+It must stay tiny and import only the standard library (podlog.py and cgroups.py do too): it starts once per
+pod, on the critical path.
 Usage: python -m shipyard.runtime.local.shim POD_DIR   (POD_DIR/launch.json describes what to run)
 """
 
@@ -26,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 
+from shipyard.runtime.local import cgroups
 from shipyard.runtime.local.podlog import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, RotatingLog
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -126,19 +131,24 @@ def main(pod_dir: Path) -> int:
     # The workload writes into a pipe that only we read, so the log is capped and rotated by its one writer
     # (see podlog.py for why not a file handed to the workload).
     read_end, write_end = os.pipe()
+    cgroup = cgroups.read_spec(pod_dir)
+    ooms_before = cgroups.oom_kills(cgroup)
     try:
         child = subprocess.Popen(
             launch["argv"], env=launch["env"], cwd=launch["cwd"], stdin=subprocess.DEVNULL,
             stdout=write_end, stderr=subprocess.STDOUT, process_group=0,
+            preexec_fn=(lambda: cgroups.enter(cgroup)) if cgroup else None,
         )
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:  # the latter: it could not enter its cgroup
         os.close(read_end)
         os.close(write_end)
-        log.write(f"shipyard: cannot start {launch['argv'][0]!r}: {exc.strerror or exc}\n".encode())
+        why = getattr(exc, "strerror", None) or (
+            f"{exc} (entering the pod's cgroup failed)" if isinstance(exc, subprocess.SubprocessError) else exc)
+        log.write(f"shipyard: cannot start {launch['argv'][0]!r}: {why}\n".encode())
         log.close()
         code = 127 if isinstance(exc, FileNotFoundError) else 126
         write_atomic(pod_dir / "exit.json", {"exitCode": code, "reason": "StartError",
-                                             "message": f"cannot start {launch['argv'][0]!r}: {exc.strerror or exc}",
+                                             "message": f"cannot start {launch['argv'][0]!r}: {why}",
                                              "finishedAt": time.time()})
         return 0
     os.close(write_end)
@@ -169,7 +179,15 @@ def main(pod_dir: Path) -> int:
     copier.join(timeout=DRAIN_SECONDS)
     code = status if status >= 0 else 128 - status
     result = {"exitCode": code, "finishedAt": time.time()}
-    if status < 0:
+    ooms = cgroups.oom_kills(cgroup) - ooms_before
+    if ooms > 0 and code != 0 and not terminating.is_set():
+        limit = cgroup.get("memoryLimit") if cgroup else None
+        result["reason"] = "OOMKilled"
+        result["message"] = (f"the out-of-memory killer stopped {ooms} process(es) of the container at its memory "
+                             f"limit" + (f" of {cgroups.format_bytes(int(limit))}" if limit else ""))
+        if status < 0:
+            result["signal"] = -status
+    elif status < 0:
         result["signal"] = -status
         result["reason"] = "Signaled"
         result["message"] = f"terminated by signal {signal.Signals(-status).name}"
