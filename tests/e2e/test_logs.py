@@ -26,6 +26,19 @@ SERVER = ("import http.server, os\n"
           "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n")
 
 
+# Prints its rank and attempt; attempt 0 fails (rank 0, after rank 1 printed), attempt 1 succeeds.
+FLAKY = ("import os, pathlib, sys, time\n"
+         "n, rank = int(os.environ['SHIPYARD_RESTART_COUNT']), os.environ['RANK']\n"
+         "print('rank', rank, 'attempt', n, flush=True)\n"
+         "printed = pathlib.Path(os.environ['SHIPYARD_VOLUME_SYNC']) / 'rank-1-printed'\n"
+         "if n == 0 and rank == '1':\n"
+         "    printed.touch()\n"
+         "    time.sleep(600)\n"
+         "while n == 0 and not printed.exists():\n"
+         "    time.sleep(0.05)\n"
+         "sys.exit(1 if n == 0 else 0)\n")
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
     instance = Shipyard(tmp_path_factory.mktemp("logs") / "home")
@@ -60,10 +73,12 @@ def one_line_error(platform: Shipyard, *args: str, contains: str) -> None:
 
 
 def test_training_job_its_previous_attempt_and_deletion(platform):
+    # Attempt 0 fails on rank 0, but only once rank 1 has printed its line: else the gang restart could stop
+    # rank 1 before it wrote anything (under CPU limits it starts later), and `--previous` would be empty.
     apply(platform, "TrainingJob", "flaky", {
         "replicas": 2, "maxRestarts": 1, "backoffSeconds": 0,
-        "command": ["python", "-c", "import os, sys; n = os.environ['SHIPYARD_RESTART_COUNT']; "
-                    "print('rank', os.environ['RANK'], 'attempt', n, flush=True); sys.exit(int(n) == 0)"]})
+        "volumes": [{"name": "sync", "mountPath": "/sync"}],
+        "command": ["python", "-c", FLAKY]})
     wait_for(lambda: platform.get("flaky").get("status", {}).get("phase") == "Succeeded", timeout=240,
              interval=0.5, message="flaky succeeded on its second attempt")
     assert logs(platform, "tj/flaky") == "rank 0 attempt 1\n"
